@@ -23,7 +23,8 @@ err = Console(stderr=True)
 def main(
     home: Path | None = typer.Option(None, "--home", help="Where everything is written (default $ALIGNMENT_HOME "
                                         "or ./.alignment)."),
-    profile: str | None = typer.Option(None, "--profile", help="smoke | paper (default $ALIGNMENT_PROFILE or smoke)."),
+    profile: str | None = typer.Option(None, "--profile", help="smoke | small | paper (default $ALIGNMENT_PROFILE or small: the real "
+                                        "SmolLM2-135M-Instruct in every role)."),
     settings: Path | None = typer.Option(None, "--settings", help="YAML/JSON file overriding profile fields "
                                          "(default $ALIGNMENT_SETTINGS)."),
 ) -> None:
@@ -79,20 +80,71 @@ def ingest(
     raise typer.Exit(code)
 
 
+def _sql_warehouse():
+    """The warehouse `sql` reads, without creating anything: a home given by --home / $ALIGNMENT_HOME that does
+    not exist is an error naming it (a mistyped path must not leave an empty home or database behind)."""
+    from alignment_pipeline.paths import HomeLayout
+    from alignment_pipeline.warehouse import Warehouse, WarehouseNotReady
+
+    home = _pipeline().home
+    if home and not Path(home).expanduser().resolve().is_dir():
+        raise WarehouseNotReady(f"no home at {Path(home).expanduser().resolve()}: check --home / $ALIGNMENT_HOME")
+    return Warehouse(HomeLayout(home).duckdb_path)
+
+
+def _blob_text(value: bytes) -> str:
+    """A BLOB as DuckDB writes it when cast to VARCHAR (printable ASCII as is, other bytes as \\xNN): lossless,
+    and `'<text>'::BLOB` reads it back."""
+    return "".join(chr(b) if 32 <= b <= 126 and b not in b"\\'\"" else f"\\x{b:02X}" for b in value)
+
+
+def _cell_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _blob_text(bytes(value))
+    return str(value)
+
+
+def _json_default(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _blob_text(bytes(value))
+    return str(value)
+
+
+def _csv_text(frame) -> str:
+    """CSV through polars, with the columns its writer cannot take (BLOB, lists, structs, objects) as text:
+    BLOBs as DuckDB prints them, nested values as JSON."""
+    import polars as pl
+
+    columns = []
+    for name, dtype in frame.schema.items():
+        if dtype == pl.Binary:
+            columns.append(pl.Series(name, [None if v is None else _blob_text(v) for v in frame[name]],
+                                     dtype=pl.String))
+        elif dtype.is_nested() or dtype == pl.Object:
+            columns.append(pl.Series(name, [None if v is None else json.dumps(v, default=_json_default)
+                                            for v in frame[name].to_list()], dtype=pl.String))
+    return (frame.with_columns(columns) if columns else frame).write_csv()
+
+
 @app.command()
 def sql(
-    query: str | None = typer.Argument(None, help="A read-only SQL statement."),
+    query: str | None = typer.Argument(None, help="A read-only SQL statement (SELECT, or EXPLAIN of one)."),
     name: str | None = typer.Option(None, "--name", help="Run a named query from sql/queries/."),
     fmt: str = typer.Option("table", "--format", help="table | csv | json"),
     list_queries: bool = typer.Option(False, "--list", help="List the named queries."),
 ) -> None:
-    """Query the warehouse, read-only. Statements that write are refused."""
-    from alignment_pipeline.warehouse import WarehouseError
+    """Query the warehouse, read-only: the file is opened read-only with external access off, nothing is created
+    or migrated, and only SELECT (or EXPLAIN of a SELECT) runs; anything else is refused."""
+    from rich.measure import Measurement
+    from rich.text import Text
 
-    warehouse = _warehouse()
-    if list_queries:
-        for q in warehouse.list_queries():
-            first = warehouse.query_text(q).splitlines()[0].lstrip("- ").strip()
+    from alignment_pipeline.warehouse import WarehouseError, named_queries, named_query_text
+
+    if list_queries:  # reads sql/queries/ only: no home or warehouse needed
+        for q in named_queries():
+            first = named_query_text(q).splitlines()[0].lstrip("- ").strip()
             print(f"{q:<28} {first}")
         return
     if (query is None) == (name is None):
@@ -102,32 +154,41 @@ def sql(
         err.print(f"unknown --format {fmt!r}: table | csv | json")
         raise typer.Exit(2)
     try:
-        frame = warehouse.named_query(name) if name else warehouse.query(query)
+        text = named_query_text(name) if name else query
+        frame = _sql_warehouse().query_read_only(text)
     except WarehouseError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(Text(str(exc), style="red"), soft_wrap=True)
         raise typer.Exit(1) from None
     except Exception as exc:  # a SQL error from DuckDB: show it plainly, not as a traceback
-        err.print(f"[red]query failed:[/red] {exc}")
+        err.print(Text.assemble(("query failed: ", "red"), str(exc)), soft_wrap=True)
         raise typer.Exit(1) from None
     if fmt == "json":
-        print(json.dumps(frame.to_dicts(), indent=2, default=str))
+        print(json.dumps(frame.to_dicts(), indent=2, default=_json_default))
     elif fmt == "csv":
-        sys.stdout.write(frame.write_csv())
+        sys.stdout.write(_csv_text(frame))
     else:
-        table = Table(*frame.columns)
+        # Text, not markup: values such as "[red]" or ":smile:" print as they are.
+        table = Table()
+        for column in frame.columns:
+            table.add_column(Text(column))
         for row in frame.iter_rows():
-            table.add_row(*("" if v is None else str(v) for v in row))
-        console.print(table)
-        console.print(f"{frame.height} rows")
+            table.add_row(*(Text(_cell_text(v)) for v in row))
+        out = console
+        if not console.is_terminal:  # piped: as wide as the table needs, never squeezed to 80 columns
+            width = Measurement.get(console, console.options.update(max_width=1 << 20), table).maximum
+            out = Console(soft_wrap=True, width=max(width, console.width))
+        out.print(table)
+        out.print(f"{frame.height} rows")
 
 
 @app.command()
 def demo() -> None:
-    """Materialize the whole lineage in-process (default profile smoke: tiny models, CPU, offline)."""
+    """Materialize the whole lineage in-process, offline (default profile small: the real SmolLM2-135M-Instruct as
+    every agent, observer, judge and training base; --profile smoke: tiny random models)."""
     from alignment_pipeline.defs.demo import run_demo
 
     pipeline = _pipeline()
-    console.print(f"profile [bold]{pipeline.profile}[/bold], home [bold]{pipeline.layout().root}[/bold], "
+    console.print(f"profile [bold]{pipeline.config().profile}[/bold], home [bold]{pipeline.layout().root}[/bold], "
                   f"inbox {pipeline.inbox_dir()}")
     with console.status("working") as status:
         summary = run_demo(pipeline, report=lambda msg: (status.update(msg), console.print(f"• {msg}")))

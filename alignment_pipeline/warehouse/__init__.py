@@ -2,9 +2,13 @@ from alignment_pipeline.warehouse.db import (
     ReadOnlyViolation,
     Warehouse,
     WarehouseError,
+    WarehouseNotReady,
     check_read_only,
     insert_frame,
+    named_queries,
+    named_query_text,
     relation_frame,
 )
 
-__all__ = ["Warehouse", "WarehouseError", "ReadOnlyViolation", "check_read_only", "insert_frame", "relation_frame"]
+__all__ = ["Warehouse", "WarehouseError", "ReadOnlyViolation", "WarehouseNotReady", "check_read_only",
+           "insert_frame", "named_queries", "named_query_text", "relation_frame"]

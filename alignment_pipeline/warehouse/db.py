@@ -3,11 +3,15 @@
 DuckDB lets one process open a file read-write. Dagster steps run in separate processes, so writers are
 serialised by the orchestration layer (a pool plus an executor tag limit); here connections stay short and a
 lock held by another process is waited out with backoff rather than failing the step.
+
+`Warehouse.query_read_only` (the `alignment-pipeline sql` command) is the strict read path: the file is opened
+read-only with external access disabled and the configuration locked, nothing is migrated or created, and each
+statement is judged by DuckDB's own parser (only SELECT, or EXPLAIN of a SELECT, runs).
 """
 
 from __future__ import annotations
 
-import re
+import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +31,22 @@ class WarehouseError(RuntimeError):
 
 class ReadOnlyViolation(WarehouseError):
     """A statement given to a read-only entry point tried to change the warehouse."""
+
+
+class WarehouseNotReady(WarehouseError):
+    """The strict read-only path found no warehouse file, or one whose schema is older than sql/."""
+
+
+# The strict read-only connection: no file outside the warehouse can be read or written (COPY TO, ATTACH,
+# read_csv, INSTALL/LOAD) and no extension is fetched; `_open` then locks the configuration, so no statement
+# can change these settings afterwards.
+_READ_ONLY_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+}
+_RUN_A_WRITER = "run a command that writes first (e.g. `alignment-pipeline ingest`) to create or migrate it"
 
 
 class Warehouse:
@@ -60,15 +80,34 @@ class Warehouse:
                 raise
             con.execute("COMMIT")
 
-    def _open(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    @contextmanager
+    def connect_read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The strict read-only connection: the file must exist and be migrated (nothing is created or migrated
+        here, so the file's bytes never change); external access is off and the configuration locked.
+        WarehouseNotReady says what is missing. (DuckDB shares one database per file within a process, so this
+        cannot be opened while this process holds an ordinary connection to the same file.)"""
+        if not self.path.is_file():
+            raise WarehouseNotReady(f"no warehouse at {self.path}: check --home / $ALIGNMENT_HOME, or "
+                                    f"{_RUN_A_WRITER}")
+        con = self._open(read_only=True, config=_READ_ONLY_CONFIG)
+        try:
+            self._check_schema(con)
+            yield con
+        finally:
+            con.close()
+
+    def _open(self, *, read_only: bool, config: dict | None = None) -> duckdb.DuckDBPyConnection:
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.05
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
+                con = duckdb.connect(str(self.path), read_only=read_only, config=config or {})
                 # Library calls print nothing: no progress bar on long queries.
                 con.execute("SET enable_progress_bar = false")
+                if config is not None:  # the strict read-only connection: no SET/RESET from here on
+                    con.execute("SET lock_configuration = true")
                 return con
             except duckdb.IOException as exc:
                 if not any(m in str(exc) for m in _LOCK_MARKERS) or time.monotonic() > deadline:
@@ -105,10 +144,43 @@ class Warehouse:
                     con.execute(file.read_text())
                 except Exception as exc:
                     raise WarehouseError(f"view file {file} failed: {exc}") from exc
+            # Which sql/views the file holds, so the read-only path (which never migrates) can tell stale views.
+            digest = self._views_digest()
+            con.execute("CREATE TABLE IF NOT EXISTS schema_views ("
+                        " digest VARCHAR NOT NULL, applied_at TIMESTAMP DEFAULT current_timestamp)")
+            if con.execute("SELECT digest FROM schema_views").fetchall() != [(digest,)]:
+                con.execute("BEGIN TRANSACTION")
+                con.execute("DELETE FROM schema_views")
+                con.execute("INSERT INTO schema_views (digest) VALUES (?)", [digest])
+                con.execute("COMMIT")
         finally:
             con.close()
         self._migrated = True
         return applied_now
+
+    def _views_digest(self) -> str:
+        h = hashlib.sha256()
+        for file in sorted((self.sql_root / "views").glob("*.sql")):
+            h.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+        return h.hexdigest()
+
+    def _check_schema(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Raise WarehouseNotReady unless every sql/schema file is applied and sql/views is current."""
+        try:
+            done = {row[0] for row in con.execute("SELECT name FROM schema_version").fetchall()}
+        except duckdb.CatalogException:
+            raise WarehouseNotReady(f"the warehouse at {self.path} has no schema; {_RUN_A_WRITER}") from None
+        missing = sorted(f.name for f in (self.sql_root / "schema").glob("*.sql") if f.name not in done)
+        if missing:
+            raise WarehouseNotReady(f"the warehouse at {self.path} is outdated (schema files not applied: "
+                                    f"{', '.join(missing)}); {_RUN_A_WRITER}")
+        try:
+            stored = con.execute("SELECT digest FROM schema_views").fetchall()
+        except duckdb.CatalogException:
+            stored = []
+        if stored != [(self._views_digest(),)]:
+            raise WarehouseNotReady(f"the warehouse at {self.path} has outdated views (sql/views changed since it "
+                                    f"was last migrated); {_RUN_A_WRITER}")
 
     def schema_version(self) -> list[str]:
         with self.connect(read_only=True) as con:
@@ -116,10 +188,11 @@ class Warehouse:
 
     # -- reads -------------------------------------------------------------------------------------
     def query(self, sql: str, params: Sequence | dict | None = None) -> pl.DataFrame:
-        """Run one read-only statement. Writes are refused before they reach the database, and the
-        connection itself is read-only as a second guard."""
-        check_read_only(sql)
+        """Run a read-only statement (the library's reads; the schema is applied first if needed). Statements
+        other than SELECT are refused before they reach the database (see check_read_only), and the connection
+        itself is read-only as a second guard."""
         with self.connect(read_only=True) as con:
+            check_read_only(sql, con)
             try:
                 return relation_frame(con, sql, params)
             except duckdb.Error as exc:
@@ -127,14 +200,23 @@ class Warehouse:
                     raise ReadOnlyViolation(f"refused: the statement writes ({exc})") from exc
                 raise
 
+    def query_read_only(self, sql: str, params: Sequence | dict | None = None) -> pl.DataFrame:
+        """Run user-supplied SQL on the strict read-only connection (connect_read_only): nothing is migrated or
+        created and the warehouse file is never written; only SELECT (or EXPLAIN of a SELECT) is accepted."""
+        with self.connect_read_only() as con:
+            check_read_only(sql, con)
+            try:
+                return relation_frame(con, sql, params)
+            except (duckdb.PermissionException, duckdb.InvalidInputException) as exc:
+                if "disabled" in str(exc) or "read-only" in str(exc) or "locked" in str(exc):
+                    raise ReadOnlyViolation(f"refused: {exc}") from exc
+                raise
+
     def list_queries(self) -> list[str]:
-        return sorted(p.stem for p in (self.sql_root / "queries").glob("*.sql"))
+        return named_queries(self.sql_root)
 
     def query_text(self, name: str) -> str:
-        file = self.sql_root / "queries" / f"{name}.sql"
-        if not file.is_file():
-            raise WarehouseError(f"no named query {name!r}; known: {', '.join(self.list_queries())}")
-        return file.read_text()
+        return named_query_text(name, self.sql_root)
 
     def named_query(self, name: str, params: Sequence | dict | None = None) -> pl.DataFrame:
         return self.query(self.query_text(name), params)
@@ -152,6 +234,18 @@ class Warehouse:
             if where:
                 con.execute(f"DELETE FROM {table} WHERE {where}", params or [])
             return insert_frame(con, table, frame)
+
+
+def named_queries(sql_root: str | Path | None = None) -> list[str]:
+    """The named queries in sql/queries/ (no warehouse needed)."""
+    return sorted(p.stem for p in (Path(sql_root or sql_dir()) / "queries").glob("*.sql"))
+
+
+def named_query_text(name: str, sql_root: str | Path | None = None) -> str:
+    file = Path(sql_root or sql_dir()) / "queries" / f"{name}.sql"
+    if not file.is_file():
+        raise WarehouseError(f"no named query {name!r}; known: {', '.join(named_queries(sql_root))}")
+    return file.read_text()
 
 
 def relation_frame(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence | dict | None = None) -> pl.DataFrame:
@@ -176,22 +270,72 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame
     return frame.height
 
 
-_WRITE_WORDS = re.compile(
-    r"^\s*(insert|update|delete|create|drop|alter|copy|attach|detach|install|load|pragma|set|checkpoint|"
-    r"vacuum|import|export|truncate|replace|merge|call|begin|commit|rollback|use)\b",
-    re.IGNORECASE,
-)
+def check_read_only(sql: str, con: duckdb.DuckDBPyConnection | None = None) -> None:
+    """Refuse anything but SELECT statements (SELECT, WITH … SELECT, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE) and
+    EXPLAIN [ANALYZE] of one, as DuckDB's own parser classifies them, so string literals and comments cannot hide a
+    statement. The read-only connection is a second guard; this gives a clear message and also catches statements
+    DuckDB allows on read-only files (SET, ATTACH, COPY TO, CHECKPOINT, INSTALL/LOAD). A statement that does not
+    parse raises DuckDB's ParserException. `con` only parses (an in-memory one is used when not given)."""
+    parser = con if con is not None else duckdb.connect(":memory:")
+    try:
+        statements = parser.extract_statements(sql)
+        if not statements:
+            raise WarehouseError("empty statement")
+        for statement in statements:
+            kind = _statement_kind(parser, statement)
+            if kind != "SELECT":
+                raise ReadOnlyViolation(
+                    f"refused: {kind} statement ({_snippet(statement.query)}); only read-only queries run here "
+                    "(SELECT, or EXPLAIN of a SELECT)")
+    finally:
+        if con is None:
+            parser.close()
 
 
-def check_read_only(sql: str) -> None:
-    """Refuse statements that write. The read-only connection would refuse them too; this gives a clear
-    message and also catches statements DuckDB allows on read-only files (SET, ATTACH, COPY TO)."""
-    stripped = re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.DOTALL)
-    statements = [s for s in stripped.split(";") if s.strip()]
-    if not statements:
-        raise WarehouseError("empty statement")
-    for statement in statements:
-        match = _WRITE_WORDS.match(statement)
-        if match:
-            raise ReadOnlyViolation(
-                f"refused: {match.group(1).upper()} changes the warehouse; only read-only queries run here")
+def _statement_kind(parser: duckdb.DuckDBPyConnection, statement) -> str:
+    """SELECT for a SELECT or an EXPLAIN of one; otherwise the statement's type, e.g. COPY, SET, EXPLAIN COPY."""
+    kind = statement.type.name
+    if statement.type != duckdb.StatementType.EXPLAIN:
+        return kind
+    inner = _explained(statement.query)
+    if inner is None:
+        return "EXPLAIN"
+    try:
+        explained = parser.extract_statements(inner)
+    except duckdb.Error:
+        return "EXPLAIN"
+    if len(explained) != 1:
+        return "EXPLAIN"
+    inner_kind = explained[0].type.name
+    return "SELECT" if inner_kind == "SELECT" else f"EXPLAIN {inner_kind}"
+
+
+def _explained(text: str) -> str | None:
+    """The statement inside `EXPLAIN [ANALYZE] [(options)] <statement>`, found with DuckDB's tokenizer (token
+    positions are byte offsets); None when the text does not have that shape."""
+    raw = text.encode()
+    every = duckdb.tokenize(text)
+    ends = [pos for pos, _ in every[1:]] + [len(raw)]
+    kept = [(pos, kind, raw[pos:end].decode().strip().upper())
+            for (pos, kind), end in zip(every, ends, strict=True) if kind != duckdb.token_type.comment]
+    tokens, words = [(pos, kind) for pos, kind, _ in kept], [word for _, _, word in kept]
+    if not words or words[0] != "EXPLAIN":
+        return None
+    i, depth = 1, 0
+    while i < len(tokens):
+        word, kind = words[i], tokens[i][1]
+        if depth == 0 and kind == duckdb.token_type.keyword and word in ("ANALYZE", "ANALYSE"):
+            i += 1
+        elif kind == duckdb.token_type.operator and (word.startswith("(") or depth > 0):
+            depth += word.count("(") - word.count(")")
+            i += 1
+        elif depth > 0:
+            i += 1
+        else:
+            return raw[tokens[i][0]:].decode()
+    return None
+
+
+def _snippet(text: str, limit: int = 60) -> str:
+    flat = " ".join(text.split()).rstrip(";")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
