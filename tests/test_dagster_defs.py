@@ -13,6 +13,7 @@ from alignment_pipeline.defs.automation import new_prompt_files
 from alignment_pipeline.defs.partitions import prompt_batches
 from alignment_pipeline.defs.prompts import seed_prompts
 from alignment_pipeline.defs.resources import PipelineResource
+from alignment_pipeline.prompts.ingest import batch_key
 
 ROOT = Path(__file__).resolve().parents[1]
 WRITERS = Path(__file__).with_name("writers_job.py")
@@ -39,17 +40,18 @@ def test_sensor_new_file_gives_partition_and_run_then_nothing(tmp_path):
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(instance=instance, resources={"pipeline": resource})
         result = new_prompt_files(context)
-        assert [r.partition_key for r in result.run_requests] == ["first.jsonl"]
-        assert result.dynamic_partitions_requests[0].partition_keys == ["first.jsonl"]
+        first = batch_key(inbox / "first.jsonl")
+        assert [r.partition_key for r in result.run_requests] == [first]
+        assert result.dynamic_partitions_requests[0].partition_keys == [first]
 
-        instance.add_dynamic_partitions(prompt_batches.name, ["first.jsonl"])
+        instance.add_dynamic_partitions(prompt_batches.name, [first])
         again = new_prompt_files(dg.build_sensor_context(instance=instance, resources={"pipeline": resource}))
         assert not again.run_requests
         assert not again.dynamic_partitions_requests
 
         (inbox / "second.txt").write_text("How should I split a bill fairly?\n")
         third = new_prompt_files(dg.build_sensor_context(instance=instance, resources={"pipeline": resource}))
-        assert [r.partition_key for r in third.run_requests] == ["second.txt"]
+        assert [r.partition_key for r in third.run_requests] == [batch_key(inbox / "second.txt")]
 
 
 def test_seed_prompts_asset_keeps_good_rows_and_reports_rejects(tmp_path):

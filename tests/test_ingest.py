@@ -75,7 +75,7 @@ def test_mixed_file_keeps_good_rows_and_records_each_bad_row(wh, tmp_path):
     path.write_bytes(MIXED)
     report = ingest_file(wh, path, max_chars=80, now=T0)
 
-    assert report.batch == "mixed.jsonl"
+    assert report.batch == batch_key(path) and report.batch.startswith("mixed-")
     assert report.total_rows == 10  # the blank line is not a row
     assert report.accepted == 2
     assert report.duplicates == 1
@@ -92,11 +92,11 @@ def test_mixed_file_keeps_good_rows_and_records_each_bad_row(wh, tmp_path):
     digest = hashlib.sha256(b"Is it fair to keep extra change?").hexdigest()
     assert stored["prompt_id"].to_list() == ["a1", "p_" + digest[:16]]
     assert stored["hash"].to_list()[1] == digest
-    assert set(stored["batch"].to_list()) == {"mixed.jsonl"}
+    assert set(stored["batch"].to_list()) == {report.batch}
     assert stored["ingested_at"].to_list() == [T0, T0]
 
-    rejected = wh.query("SELECT line, reason, raw_excerpt FROM rejected_prompts WHERE batch = 'mixed.jsonl' "
-                        "ORDER BY line")
+    rejected = wh.query("SELECT line, reason, raw_excerpt FROM rejected_prompts WHERE batch = ? "
+                        "ORDER BY line", [report.batch])
     assert {line: reason.split(":")[0] for line, reason, _ in rejected.rows()} == EXPECTED_REJECTIONS
     excerpts = dict(rejected.select("line", "raw_excerpt").rows())
     assert excerpts[2] == '{"prompt": "unterminated'
@@ -122,14 +122,16 @@ def test_ingesting_the_same_file_twice_adds_nothing(wh, tmp_path):
     assert wh.count("prompts") == 2 and wh.count("rejected_prompts") == 7 and wh.count("prompt_batches") == 1
 
 
-def test_reingesting_a_fixed_file_replaces_its_rejections(wh, tmp_path):
+def test_reingesting_a_fixed_file_keeps_old_rejections_but_reports_none(wh, tmp_path):
     path = tmp_path / "batch.jsonl"
     path.write_bytes(_jsonl({"prompt": "first question?"}, b"{broken", {"nope": 1}))
     assert len(ingest_file(wh, path).rejected) == 2
     path.write_bytes(_jsonl({"prompt": "first question?"}, {"prompt": "second question?"}))
     report = ingest_file(wh, path)
     assert (report.accepted, report.duplicates, report.rejected, report.exit_code) == (1, 1, [], 0)
-    assert wh.count("rejected_prompts") == 0
+    # The quarantine keeps the first version's rows; the batch's standing counts only the current file.
+    assert wh.count("rejected_prompts") == 2
+    assert rejected_count_outcome(wh, report.batch).metadata["rejected"] == 0
     assert wh.query("SELECT accepted, duplicates, rejected FROM prompt_batches").rows() == [(2, 0, 0)]
 
 
@@ -217,9 +219,9 @@ def test_same_prompt_in_two_files_is_stored_once(wh, tmp_path):
     assert (ra.accepted, ra.duplicates) == (2, 0)
     assert (rb.accepted, rb.duplicates, rb.exit_code) == (1, 1, 0)
     rows = wh.query("SELECT batch, text FROM prompts ORDER BY text").rows()
-    assert rows == [("a.jsonl", "Only in a"), ("b.txt", "Only in b"), ("a.jsonl", "Why do cats purr?")]
+    assert rows == [(ra.batch, "Only in a"), (rb.batch, "Only in b"), (ra.batch, "Why do cats purr?")]
     assert wh.query("SELECT batch, accepted, duplicates FROM prompt_batches ORDER BY batch").rows() == [
-        ("a.jsonl", 2, 0), ("b.txt", 1, 1)]
+        (ra.batch, 2, 0), (rb.batch, 1, 1)]
 
 
 def test_normalisation_collapses_whitespace_and_composes_unicode():
@@ -244,9 +246,11 @@ def test_id_taken_by_a_different_prompt_falls_back_to_the_hash_id(wh, tmp_path):
 
 
 def test_batch_key_and_inbox_listing(tmp_path):
-    assert batch_key(tmp_path / "starter.jsonl") == "starter.jsonl"
-    assert batch_key("in box/my prompts (v2)#.csv") == "my_prompts__v2__.csv"
-    assert batch_key("dir/prompts-é.txt") == batch_key("other/prompts-é.txt") == "prompts-_.txt"
+    digest = hashlib.sha256(str((tmp_path / "starter.jsonl").resolve()).encode()).hexdigest()[:8]
+    assert batch_key(tmp_path / "starter.jsonl") == f"starter-{digest}.jsonl"
+    assert batch_key("in box/my prompts (v2)#.csv").startswith("my_prompts__v2__-")
+    assert batch_key("dir/prompts-é.txt").endswith(".txt")
+    assert batch_key("dir/prompts-é.txt") != batch_key("other/prompts-é.txt")
     for name in ("b.csv", "a.jsonl", "C.TXT", ".hidden.jsonl", "notes.md", "x.jsonl.part"):
         (tmp_path / name).write_text("x\n")
     (tmp_path / "sub").mkdir()
@@ -262,8 +266,7 @@ def test_batch_key_and_inbox_listing(tmp_path):
 def test_checks_report_and_detect_problems(wh, tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_bytes(_jsonl({"prompt": "fine"}, b"{bad", b"{worse", {"prompt": ""}))
-    ingest_file(wh, path)
-    batch = "c.jsonl"
+    batch = ingest_file(wh, path).batch
     assert check_no_empty_text(wh, batch).passed
     assert check_unique_hash(wh).passed and check_unique_hash(wh).metadata["prompts"] == 1
     assert check_hash_matches_text(wh, batch).passed

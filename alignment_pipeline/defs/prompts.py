@@ -11,7 +11,14 @@ from alignment_pipeline.defs.common import (
 )
 from alignment_pipeline.defs.resources import PipelineResource
 from alignment_pipeline.prompts import checks
-from alignment_pipeline.prompts.ingest import PromptFileError, batch_key, ingest_file, list_inbox
+from alignment_pipeline.prompts.ingest import (
+    BATCH_PROMPTS_WHERE,
+    PromptFileError,
+    batch_key,
+    ingest_file,
+    legacy_batch_key,
+    list_inbox,
+)
 
 CHECKS = ("no_empty_text", "unique_hash", "rejected_rows")
 
@@ -25,7 +32,14 @@ CHECKS = ("no_empty_text", "unique_hash", "rejected_rows")
 def seed_prompts(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     batch = context.partition_key
     inbox = pipeline.inbox_dir()
-    files = [p for p in list_inbox(inbox, pipeline.config().prompts.extensions) if batch_key(p) == batch]
+    listed = list_inbox(inbox, pipeline.config().prompts.extensions)
+    files = [p for p in listed if batch_key(p) == batch]
+    if not files:
+        # A partition made before batch keys hashed the path: its key is the sanitised file name.
+        files = [p for p in listed if legacy_batch_key(p) == batch]
+        if len(files) > 1:
+            raise dg.Failure(f"prompt batch {batch!r}: ambiguous, several inbox files have this old-style key: "
+                             + ", ".join(p.name for p in files))
     if not files:
         raise dg.Failure(f"prompt batch {batch!r}: no such file in the inbox {inbox}")
     warehouse = pipeline.warehouse()
@@ -40,7 +54,7 @@ def seed_prompts(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
         checks.check_unique_hash(warehouse),
         checks.rejected_count_outcome(warehouse, batch),
     ]
-    total = warehouse.count("prompts", "batch = ?", [batch])
+    total = warehouse.count("prompts", BATCH_PROMPTS_WHERE, [batch, batch])
     return dg.MaterializeResult(
         metadata={"dagster/row_count": total, **plain_metadata(report.metadata())},
         check_results=check_results(outcomes),

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from alignment_pipeline.checks import CheckOutcome
+from alignment_pipeline.prompts.ingest import BATCH_PROMPTS_WHERE
 from alignment_pipeline.warehouse.db import Warehouse
 
 
 def check_no_empty_text(warehouse: Warehouse, batch: str) -> CheckOutcome:
-    """Every prompt the batch stored has non-blank text."""
+    """Every prompt of the batch (stored by it or first by another batch) has non-blank text."""
     total, empty = warehouse.query(
         "SELECT count(*) AS total, count(*) FILTER (WHERE text IS NULL OR trim(text) = '') AS empty "
-        "FROM prompts WHERE batch = ?", [batch]).row(0)
+        f"FROM prompts WHERE {BATCH_PROMPTS_WHERE}", [batch, batch]).row(0)
     return CheckOutcome(
         name="no_empty_text",
         passed=empty == 0,
@@ -36,8 +37,8 @@ def check_unique_hash(warehouse: Warehouse) -> CheckOutcome:
 def check_hash_matches_text(warehouse: Warehouse, batch: str) -> CheckOutcome:
     """Each stored hash is the sha256 of its stored text, so dedupe keys cannot drift from the data."""
     total, mismatched = warehouse.query(
-        "SELECT count(*), count(*) FILTER (WHERE hash <> sha256(text)) FROM prompts WHERE batch = ?",
-        [batch]).row(0)
+        f"SELECT count(*), count(*) FILTER (WHERE hash <> sha256(text)) FROM prompts WHERE {BATCH_PROMPTS_WHERE}",
+        [batch, batch]).row(0)
     return CheckOutcome(
         name="hash_matches_text",
         passed=mismatched == 0,
@@ -47,10 +48,13 @@ def check_hash_matches_text(warehouse: Warehouse, batch: str) -> CheckOutcome:
 
 
 def rejected_count_outcome(warehouse: Warehouse, batch: str) -> CheckOutcome:
-    """Always passes: reports how many rows of the batch were rejected and why (grouped by reason kind)."""
+    """Always passes: reports how many rows of the batch's file as last ingested were rejected and why (grouped
+    by reason kind). Rejections of earlier versions of the file stay in rejected_prompts but are not counted."""
     frame = warehouse.query(
-        "SELECT split_part(reason, ':', 1) AS kind, count(*) AS n FROM rejected_prompts "
-        "WHERE batch = ? GROUP BY kind ORDER BY n DESC, kind", [batch])
+        "SELECT split_part(reason, ':', 1) AS kind, count(*) AS n FROM rejected_prompts r "
+        "WHERE batch = ? AND file_sha256 = coalesce("
+        "(SELECT file_sha256 FROM prompt_batches b WHERE b.batch = r.batch), '') "
+        "GROUP BY kind ORDER BY n DESC, kind", [batch])
     reasons = dict(frame.select("kind", "n").rows())
     rejected = sum(reasons.values())
     return CheckOutcome(

@@ -1,12 +1,16 @@
 """Prompt ingestion: one inbox file = one prompt batch, stored in the warehouse in one transaction.
 
-Prompts are deduplicated by the sha256 of their normalised text, across batches and within a file;
-bad rows go to `rejected_prompts` with their line and reason while the good rows of the file are kept.
-Ingesting the same file again stores nothing new and leaves every table as it was.
+Prompts are deduplicated by the sha256 of their normalised text, across batches and within a file; a batch
+still owns every prompt of its file (`prompt_batch_members`), also those another batch stored first.
+Bad rows go to `rejected_prompts` with their line and reason while the good rows of the file are kept;
+those quarantine rows are never deleted. Ingesting the same file again stores nothing new and leaves every
+table as it was.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,24 +32,52 @@ __all__ = [
     "IngestReport",
     "PromptFileError",
     "Rejection",
+    "BATCH_PROMPTS_WHERE",
     "batch_key",
     "ingest_file",
+    "legacy_batch_key",
     "list_inbox",
 ]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_DOTS = re.compile(r"\.{2,}")  # "..." is not allowed in a Dagster partition key
+_STEM_CHARS = 60
 
 EXIT_OK = 0
 EXIT_REJECTED = 3
 
+# WHERE clause over `prompts` selecting the prompts of batch ? (bind the batch twice): those its file contains
+# (prompt_batch_members, duplicates of other batches included) and those it stored itself (rows written
+# directly, e.g. by the sandbox's insert_prompts, have no membership rows).
+BATCH_PROMPTS_WHERE = "batch = ? OR prompt_id IN (SELECT prompt_id FROM prompt_batch_members WHERE batch = ?)"
+
 
 def batch_key(path: str | Path) -> str:
-    """The prompt-batch key (a partition key) of an inbox file: its file name with every character
-    outside [A-Za-z0-9._-] replaced by "_". Two names that differ only in such characters share a key."""
-    name = Path(path).name
+    """The prompt-batch key (a Dagster partition key) of a prompt file: its sanitised stem, "-", the first 8 hex
+    digits of the sha256 of its resolved absolute path, and its sanitised suffix, e.g. "starter-1f0c9a2e.jsonl".
+
+    Sanitising keeps [A-Za-z0-9._-] (other characters become "_", runs of dots one dot, the stem is cut to 60
+    characters); the path hash keeps apart files whose names sanitise alike ("日本.jsonl", "中国.jsonl") and
+    files of the same name in different folders. The same file gives the same key however it is named
+    (relative path, symlink); moving it gives a new key."""
+    path = Path(path)
+    name = path.name
     if not name:
         raise ValueError(f"no file name in {str(path)!r}")
-    return _UNSAFE.sub("_", name)
+    suffix = path.suffix
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    digest = hashlib.sha256(os.fsencode(path.resolve())).hexdigest()[:8]
+    return f"{_sanitise(stem)[:_STEM_CHARS] or '_'}-{digest}{_sanitise(suffix)}"
+
+
+def legacy_batch_key(path: str | Path) -> str:
+    """The key older versions gave a file (its sanitised name, no hash): partitions created before batch_key
+    hashed the path still find their file through it."""
+    return _UNSAFE.sub("_", Path(path).name)
+
+
+def _sanitise(text: str) -> str:
+    return _DOTS.sub(".", _UNSAFE.sub("_", text))
 
 
 def list_inbox(inbox: str | Path, extensions: Iterable[str] = (".jsonl", ".csv", ".txt")) -> list[Path]:
@@ -142,10 +174,12 @@ def ingest_file(
 ) -> IngestReport:
     """Parse one prompt file and store it as prompt batch `batch` (default: `batch_key(path)`).
 
-    In one transaction: new prompts are inserted (texts already stored are counted as duplicates),
-    this batch's rows in `rejected_prompts` are replaced, and its `prompt_batches` row is upserted with
-    the batch's standing (prompts it brought first, duplicates, rejections), which re-ingesting leaves
-    unchanged. Raises PromptFileError when the file cannot be read at all; nothing is written then.
+    In one transaction: new prompts are inserted (texts already stored are counted as duplicates), the
+    batch's membership (`prompt_batch_members`: every distinct good text of the file, new or not) is
+    replaced, the file's rejections are added to `rejected_prompts` (kept for good, keyed by batch, file
+    content and line, so the same file adds none twice), and its `prompt_batches` row is upserted with the
+    batch's standing (prompts it brought first, duplicates, rejections), which re-ingesting leaves unchanged.
+    Raises PromptFileError when the file cannot be read at all or has no rows; nothing is written then.
     """
     path = Path(path)
     batch = batch or batch_key(path)
@@ -176,8 +210,27 @@ def ingest_file(
         )
         insert_frame(con, "prompts", new_prompts)
 
-        con.execute("DELETE FROM rejected_prompts WHERE batch = ?", [batch]).fetchall()
-        insert_frame(con, "rejected_prompts", _rejections_frame(parsed.rejections, batch, source, stamp))
+        # The batch's prompts: every distinct good text of the file, whichever batch stored it first.
+        stored_ids = dict(zip([r.hash for r in fresh], ids, strict=True))
+        known = [r.hash for r in distinct if r.hash not in stored_ids]
+        if known:
+            con.register("_keys", pl.DataFrame({"v": known}, schema={"v": pl.String}).to_arrow())
+            try:
+                stored_ids.update(relation_frame(
+                    con, "SELECT hash, prompt_id FROM prompts WHERE hash IN (SELECT v FROM _keys)").rows())
+            finally:
+                con.unregister("_keys")
+        con.execute("DELETE FROM prompt_batch_members WHERE batch = ?", [batch]).fetchall()
+        insert_frame(con, "prompt_batch_members", pl.DataFrame(
+            {"batch": [batch] * len(distinct), "prompt_id": [stored_ids[r.hash] for r in distinct],
+             "line": [r.line for r in distinct]},
+            schema={"batch": pl.String, "prompt_id": pl.String, "line": pl.Int32},
+        ))
+
+        # Quarantine rows are never deleted; the same file content adds none twice.
+        insert_frame(con, "rejected_prompts",
+                     _rejections_frame(parsed.rejections, batch, source, parsed.file_sha256, stamp),
+                     on_conflict="ON CONFLICT DO NOTHING")
 
         # The batch's standing: of its distinct good texts, those it brought first. Stable on re-ingest.
         owned = len(_lookup(con, "SELECT hash FROM prompts WHERE batch = ? AND hash IN (SELECT v FROM _keys)",
@@ -256,16 +309,18 @@ def _assign_ids(con, fresh: list[PromptRow]) -> tuple[list[str], list[IdFallback
     return ids, fallbacks
 
 
-def _rejections_frame(rejections: list[Rejection], batch: str, source: str, stamp: datetime) -> pl.DataFrame:
+def _rejections_frame(rejections: list[Rejection], batch: str, source: str, file_sha256: str,
+                      stamp: datetime) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "batch": [batch] * len(rejections),
             "source_file": [source] * len(rejections),
+            "file_sha256": [file_sha256] * len(rejections),
             "line": [r.line for r in rejections],
             "reason": [r.reason for r in rejections],
             "raw_excerpt": [r.excerpt for r in rejections],
             "rejected_at": [stamp] * len(rejections),
         },
-        schema={"batch": pl.String, "source_file": pl.String, "line": pl.Int32, "reason": pl.String,
-                "raw_excerpt": pl.String, "rejected_at": pl.Datetime("us")},
+        schema={"batch": pl.String, "source_file": pl.String, "file_sha256": pl.String, "line": pl.Int32,
+                "reason": pl.String, "raw_excerpt": pl.String, "rejected_at": pl.Datetime("us")},
     )

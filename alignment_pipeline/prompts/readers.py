@@ -92,7 +92,8 @@ def read_prompt_file(path: str | Path, *, max_chars: int = 2000) -> ParsedFile:
     """Parse one prompt file into accepted rows and per-line rejections.
 
     Raises PromptFileError when the file cannot be read at all: missing, a directory, unreadable, an
-    unknown extension, UTF-16 encoded, or a CSV file without a `prompt` column.
+    unknown extension, UTF-16/32 encoded (with or without a BOM), a CSV file without a `prompt` column,
+    or a file with no rows at all (empty, only blank lines, or a CSV header and nothing else).
     """
     path = Path(path)
     fmt = reader_formats().get(path.suffix.lower())
@@ -102,6 +103,10 @@ def read_prompt_file(path: str | Path, *, max_chars: int = 2000) -> ParsedFile:
     data = _read_bytes(path)
     if data.startswith(_UTF16_BOMS):
         raise PromptFileError(path, "file is UTF-16 encoded; prompt files must be UTF-8")
+    wide = _sniff_wide_encoding(data)
+    if wide is not None:
+        raise PromptFileError(path, f"file looks {wide} encoded without a BOM (NUL bytes between the "
+                                    "characters); prompt files must be UTF-8")
     parsed = ParsedFile(path=path, file_sha256=hashlib.sha256(data).hexdigest())
     if data.startswith(_BOM):
         data = data[len(_BOM):]
@@ -114,7 +119,31 @@ def read_prompt_file(path: str | Path, *, max_chars: int = 2000) -> ParsedFile:
             parsed.rows.append(_validate(line_no, fields, max_chars))
         except _Reject as exc:
             parsed.rejections.append(Rejection(line_no, str(exc), raw[:EXCERPT_CHARS]))
+    if parsed.total_rows == 0:
+        what = "a CSV header but no data rows" if fmt == "csv" else "no rows (only blank lines)"
+        raise PromptFileError(path, f"empty file: {what}")
     return parsed
+
+
+def _sniff_wide_encoding(data: bytes) -> str | None:
+    """"UTF-16-LE"/"UTF-16-BE"/"UTF-32" when the bytes look like that encoding without a BOM, else None.
+
+    UTF-8 text has no NUL bytes (a NUL character is rejected on its own line anyway); in UTF-16/32 text
+    that is mostly ASCII, every second (fourth) byte is NUL. A file whose start is at least a quarter NUL
+    bytes is therefore not UTF-8 text; the position of the NULs tells the byte order."""
+    sample = data[:4096]
+    nuls = sample.count(0)
+    if not sample or nuls * 4 < len(sample):
+        return None
+    if nuls * 2 > len(sample) + 1:
+        return "UTF-32"
+    even = sample[0::2].count(0)
+    odd = sample[1::2].count(0)
+    if odd >= 3 * even:
+        return "UTF-16-LE"
+    if even >= 3 * odd:
+        return "UTF-16-BE"
+    return "UTF-16"
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -250,13 +279,45 @@ def _json_type(value: object) -> str:
     return "object"
 
 
+# Control characters a prompt may contain: ordinary whitespace (collapsed by normalise_text).
+_ALLOWED_CONTROLS = frozenset("\t\n\r\v\f")
+# Letters and symbols that render as nothing (fillers, blank braille), on top of the categories below.
+_INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Categories without a visible glyph of their own: separators, controls, format characters (zero-width
+# space/joiners, BOM, bidi marks), surrogates, and combining marks with nothing to combine with.
+# Unassigned (Cn: maybe newer than this Python's Unicode tables) and private-use characters count as visible.
+_INVISIBLE_CATEGORIES = ("Z", "Cc", "Cf", "Cs", "Mn", "Me")
+_CONTROL_NAMES = {0x00: "NUL", 0x1B: "ESC", 0x7F: "DEL"}
+
+
+def _check_characters(value: str, what: str) -> None:
+    """Reject lone surrogates (a JSON "\\ud800" escape; no UTF-8 encoding exists for them) and control
+    characters other than ordinary whitespace (NUL, other C0/C1 controls, DEL) anywhere in `value`."""
+    for position, char in enumerate(value, start=1):
+        code = ord(char)
+        if 0xD800 <= code <= 0xDFFF:
+            raise _Reject(f"invalid unicode: lone surrogate U+{code:04X} at character {position} of the {what}")
+        if char not in _ALLOWED_CONTROLS and unicodedata.category(char) == "Cc":
+            name = _CONTROL_NAMES.get(code, "control")
+            raise _Reject(f"control character: U+{code:04X} ({name}) at character {position} of the {what}")
+
+
+def _has_visible(text: str) -> bool:
+    return any(char not in _INVISIBLE and not unicodedata.category(char).startswith(_INVISIBLE_CATEGORIES)
+               for char in text)
+
+
 def _validate(line: int, fields: dict, max_chars: int) -> PromptRow:
     prompt = fields["prompt"]
     if not isinstance(prompt, str):
         raise _Reject(f"prompt is not a string: got {_json_type(prompt)}")
+    _check_characters(prompt, "prompt")
     text = normalise_text(prompt)
     if not text:
         raise _Reject("empty prompt: nothing left after normalising whitespace")
+    if not _has_visible(text):
+        shown = " ".join(f"U+{ord(c):04X}" for c in dict.fromkeys(text))[:80]
+        raise _Reject(f"no visible characters: the prompt is only invisible characters ({shown})")
     if len(text) > max_chars:
         raise _Reject(f"prompt too long: {len(text)} chars > max {max_chars}")
     return PromptRow(line=line, text=text, hash=text_hash(text),
@@ -269,6 +330,7 @@ def _optional_id(value: object) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise _Reject(f"invalid id: must be a string or integer, got {_json_type(value)}")
+    _check_characters(str(value), "id")
     text = normalise_text(str(value))
     return text or None
 
@@ -278,4 +340,5 @@ def _optional_category(value: object) -> str | None:
         return None
     if not isinstance(value, str):
         raise _Reject(f"invalid category: must be a string, got {_json_type(value)}")
+    _check_characters(value, "category")
     return normalise_text(value) or None
