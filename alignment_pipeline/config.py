@@ -1,6 +1,7 @@
 """One config story: pydantic sections owned by the domain modules, composed into named profiles.
 
-`smoke`: tiny models on CPU, minutes. `paper`: the paper's settings on real models.
+`smoke`: tiny random models on CPU, for tests. `small`: the real SmolLM2-135M-Instruct in every role, sized for
+2 CPU cores (the demo's default). `paper`: the paper's settings on real models on GPUs.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from alignment_pipeline.samples.config import SamplesConfig
 from alignment_pipeline.sandbox.config import SandboxConfig
 from alignment_pipeline.training.config import TrainingConfig
 
-ProfileName = Literal["smoke", "paper"]
-PROFILES: tuple[str, ...] = ("smoke", "paper")
+ProfileName = Literal["smoke", "small", "paper"]
+PROFILES: tuple[str, ...] = ("smoke", "small", "paper")
+#: what runs when nothing names a profile: real models are the standard, tiny ones are for tests
+DEFAULT_PROFILE = "small"
+
 
 
 class PipelineConfig(BaseModel):
-    profile: ProfileName = "smoke"
+    profile: ProfileName = DEFAULT_PROFILE
     prompts: PromptsConfig = PromptsConfig()
     sandbox: SandboxConfig = SandboxConfig()
     samples: SamplesConfig = SamplesConfig()
@@ -34,9 +38,9 @@ class PipelineConfig(BaseModel):
 
 def load_profile(name: str | None = None, *, settings_file: str | Path | None = None,
                  **overrides) -> PipelineConfig:
-    """The named profile (default $ALIGNMENT_PROFILE or `smoke`), then a settings file (YAML or JSON, nested
+    """The named profile (default $ALIGNMENT_PROFILE or DEFAULT_PROFILE), then a settings file (YAML or JSON, nested
     like PipelineConfig; only the fields it names change), then top-level section overrides."""
-    name = name or os.environ.get("ALIGNMENT_PROFILE", "smoke")
+    name = name or os.environ.get("ALIGNMENT_PROFILE", DEFAULT_PROFILE)
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
     sections = {
@@ -81,4 +85,4 @@ def _deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-__all__ = ["BackendSpec", "PipelineConfig", "load_profile", "PROFILES"]
+__all__ = ["BackendSpec", "DEFAULT_PROFILE", "PipelineConfig", "load_profile", "PROFILES"]

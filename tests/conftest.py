@@ -9,6 +9,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+# Tests run the tiny random models unless a test names another profile.
+os.environ["ALIGNMENT_PROFILE"] = "smoke"
 
 
 @pytest.fixture
@@ -16,7 +18,7 @@ def home(tmp_path, monkeypatch):
     """A fresh ALIGNMENT_HOME for one test."""
     path = tmp_path / "home"
     monkeypatch.setenv("ALIGNMENT_HOME", str(path))
-    monkeypatch.delenv("ALIGNMENT_PROFILE", raising=False)
+    monkeypatch.setenv("ALIGNMENT_PROFILE", "smoke")
     monkeypatch.delenv("ALIGNMENT_INBOX", raising=False)
     return path
 

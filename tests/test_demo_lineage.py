@@ -12,6 +12,7 @@ from alignment_pipeline.cli import app
 from alignment_pipeline.defs.demo import home_instance, run_demo
 from alignment_pipeline.defs.partitions import CHECKPOINTS
 from alignment_pipeline.defs.resources import PipelineResource
+from alignment_pipeline.prompts.ingest import batch_key
 
 SETTINGS = {
     "sandbox": {
@@ -44,7 +45,7 @@ def test_demo_materializes_the_whole_lineage(pipeline):
     summary = run_demo(pipeline, report=lambda _msg: None)
     assert summary.success, summary.runs
     assert [what for what, _, _ in summary.runs] == (
-        ["batch batch_a.jsonl", "training"] + [f"benchmarks {c}" for c in CHECKPOINTS])
+        [f"batch {batch_key(pipeline.inbox_dir() / 'batch_a.jsonl')}", "training"] + [f"benchmarks {c}" for c in CHECKPOINTS])
 
     instance = home_instance(pipeline.layout())
     expected = {"seed_prompts", "sandbox_transcripts", "scored_revisions", "alignment_samples",

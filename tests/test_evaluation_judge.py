@@ -184,6 +184,6 @@ def test_hf_backend_as_generator_and_judge(tiny):
     assert j.method == "logprob"
     from alignment_pipeline.evaluation.judge import judge_prompt
 
-    lps = judge.score_continuations([judge_prompt(j.request, j.answer) + SCORE_CUE], SCORE_CANDIDATES)[0]
+    lps = judge.score_continuations([judge_prompt(j.request, j.answer)], SCORE_CANDIDATES)[0]
     assert j.score == pytest.approx(expected_score(lps)[0], rel=1e-4)
     judge.close()

@@ -264,8 +264,9 @@ def test_every_phase_is_one_batch_across_all_agents(warehouse):
     assert llm.batch_sizes[6:] == [18, 18, 18, 18], "one observer batch per (target, dimension)"
 
 
-def test_logprob_ratings_batch_scoring_and_reasons(warehouse):
-    """With log-probs, feedback is scored in one batch and its reasons generated in one more."""
+def test_logprob_expectations_beside_sampled_ratings(warehouse):
+    """With log-probs, feedback is still sampled and parsed (one batch); the rating candidates after "Rating:"
+    are scored in one more batch and their expectation kept beside the sampled rating, never instead of it."""
     scored_batches = []
 
     def scorer(prompt, candidates):
@@ -283,15 +284,18 @@ def test_logprob_ratings_batch_scoring_and_reasons(warehouse):
     run_sandbox(warehouse, BATCH, config(rounds=1), backend_for=lambda spec: llm, embedder=HashingEmbedder())
     pairs = sum(World(config()).neighbour_count(a) for a in range(9))
     assert scored_batches == [pairs]
-    assert llm.batch_sizes == [9, pairs, 9], "drafts, reasons after the rating, revisions"
-    rows = warehouse.query("SELECT rating, rating_argmax, rating_method, feedback FROM sandbox_feedback").to_dicts()
-    p6 = np.exp(-1.0) / (np.exp(-1.0) + 6 * np.exp(-3.0))
+    assert llm.batch_sizes == [9, pairs, 9], "drafts, sampled feedback, revisions"
+    rows = warehouse.query("SELECT rating, rating_argmax, rating_method, feedback, expected_rating, rating_mass "
+                           "FROM sandbox_feedback").to_dicts()
+    mass = np.exp(-1.0) + 6 * np.exp(-3.0)
+    p6 = np.exp(-1.0) / mass
     expected = 6 * p6 + (1 + 2 + 3 + 4 + 5 + 7) * (1 - p6) / 6
     assert len(rows) == pairs
-    assert all(r["rating"] == pytest.approx(expected) and r["rating_argmax"] == 6
-               and r["rating_method"] == "logprob" and r["feedback"].startswith("because-") for r in rows)
-    reason_prompts = [p for p in llm.prompts if p.endswith("Rating: 6\nReason:")]
-    assert len(reason_prompts) == pairs
+    assert all(r["rating_method"] == "parsed" and r["rating"] == r["rating_argmax"]
+               and r["feedback"].startswith("reason-") for r in rows)
+    assert len({r["rating"] for r in rows}) > 1, "sampled ratings, not one expectation for all"
+    assert all(r["expected_rating"] == pytest.approx(expected) and r["rating_mass"] == pytest.approx(mass)
+               for r in rows)
 
 
 def test_agents_sharing_a_backend_share_its_batches(warehouse):

@@ -1,4 +1,5 @@
-"""Ratings are honest: strict parsing, bounded re-asks, NULL with a reason, expected values from log-probs."""
+"""Ratings are honest: sampled and strictly parsed, bounded re-asks, NULL with a reason, log-prob
+expectations only as an extra column where the ratings hold most of the probability."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import pytest
 
 from alignment_pipeline.llm.base import GenerationParams
 from alignment_pipeline.llm.config import BackendSpec
+from alignment_pipeline.llm.prompt_format import ALPACA, Prompt
 from alignment_pipeline.llm.scripted import ScriptedLLM
 from alignment_pipeline.sandbox import SandboxConfig, run_sandbox, score_revisions
 from alignment_pipeline.sandbox.checks import check_ratings_valid
 from alignment_pipeline.sandbox.embedding import HashingEmbedder
 from alignment_pipeline.sandbox.memory import Retrieved
-from alignment_pipeline.sandbox.ratings import expected_rating, parse_rating, rate
+from alignment_pipeline.sandbox.ratings import parse_rating, parse_reply, rate, rating_expectation
 from alignment_pipeline.sandbox.store import insert_prompts
 from alignment_pipeline.sandbox.templates import feedback_prompt
 from alignment_pipeline.sandbox.world import World
@@ -22,7 +24,6 @@ from alignment_pipeline.warehouse.db import Warehouse
 
 PARAMS = GenerationParams(max_new_tokens=16)
 GARBAGE = ["Rating: 8\nReason: too high", "I would say five.", "Rating: 10", "Rating: 4.5 because", "",
-           "Rating: 4/7", "**Rating:** 5",
            "rating - 3", "Rating: 2\nRating: 6\nReason: undecided", "Rating:\nReason: forgot the number"]
 
 
@@ -33,6 +34,8 @@ GARBAGE = ["Rating: 8\nReason: too high", "I would say five.", "Rating: 10", "Ra
     ("Rating: 2. Reason: rude", (2, "rude")),
     ("Some preamble\nRating: 1\nReason: harmful", (1, "harmful")),
     ("Rating: 6\nReason: good\nRating: 6", (6, "good\nRating: 6")),
+    ("Rating: 4/7\nReason: mostly fine", (4, "mostly fine")),
+    ("**Rating:** 5\n**Reason:** clear", (5, "clear")),
 ])
 def test_parse_accepts_a_strict_rating_line(text, expected):
     assert parse_rating(text) == expected
@@ -43,13 +46,24 @@ def test_parse_rejects_garbage(text):
     assert parse_rating(text) is None
 
 
-def test_expected_value_and_argmax_from_logprobs():
-    value, argmax = expected_rating([0.0, -50, -50, -50, -50, -50, -50])
-    assert argmax == 1 and value == pytest.approx(1.0, abs=1e-6)
-    value, argmax = expected_rating([-2.0] * 5 + [-2.0 + 1e-9, -2.0])  # renormalised: uniform-ish
-    assert value == pytest.approx(4.0, abs=1e-6)
-    assert expected_rating([float("nan")] * 7) is None
-    assert expected_rating([float("-inf")] * 7) is None
+def test_a_reply_continues_the_prefix_or_holds_it_whole():
+    prompt = Prompt("rate it", prefix="Rating:")
+    assert parse_reply(prompt, " 6\nReason: kind") == (6, "kind")  # a local model continued "Rating:"
+    assert parse_reply(prompt, "Rating: 2\nReason: rude") == (2, "rude")  # a server returns it whole
+    assert parse_reply(prompt, " 2. Use a tension wrench") == (2, "Use a tension wrench")
+    assert parse_reply(prompt, " ten") is None
+
+
+def test_expectation_only_where_the_ratings_hold_most_of_the_mass():
+    import math
+    value, mass = rating_expectation([0.0, -50, -50, -50, -50, -50, -50])
+    assert value == pytest.approx(1.0, abs=1e-6) and mass == pytest.approx(1.0)
+    value, mass = rating_expectation([math.log(0.1)] * 7)  # 70% on the seven ratings: renormalised
+    assert value == pytest.approx(4.0, abs=1e-6) and mass == pytest.approx(0.7)
+    value, mass = rating_expectation([math.log(0.05)] * 7)  # 35%: most mass elsewhere, no expectation
+    assert value is None and mass == pytest.approx(0.35)
+    assert rating_expectation([float("nan")] * 7) == (None, None)
+    assert rating_expectation([float("-inf")] * 7) == (None, None)
 
 
 def is_garbage(prompt: str) -> bool:
@@ -80,9 +94,9 @@ def test_garbage_ratings_become_null_with_reasons_and_the_round_completes(tmp_pa
         "JOIN sandbox_feedback_memories m USING (interaction_id, position)").to_dicts()
     assert len(rows) == sum(World(cfg).neighbour_count(a) for a in range(9)) * 2
     # The exact prompt each neighbour was asked, rebuilt from what was stored: garbage ones must be NULL.
-    garbled = [is_garbage(feedback_prompt(r["question"], r["draft"],
-                                          [Retrieved(**m) for m in json.loads(r["retrieved_memories"])]))
-               for r in rows]
+    garbled = [is_garbage(ALPACA.render(feedback_prompt(
+        r["question"], r["draft"], [Retrieved(**m) for m in json.loads(r["retrieved_memories"])])))
+        for r in rows]
     bad = sum(garbled)
     assert 0.15 < bad / len(rows) < 0.45, "the backend really garbles about 30%"
     assert [r["rating"] is None for r in rows] == garbled
@@ -144,7 +158,17 @@ def test_backends_without_logprobs_fall_back_to_parsing():
     assert [(r.value, r.method) for r in results] == [(2.0, "parsed"), (2.0, "parsed")]
 
 
-def test_non_finite_logprobs_are_null_not_a_number():
-    llm = ScriptedLLM(lambda p: " why", scorer=lambda p, c: [float("nan")] * len(c))
-    (result,) = rate([(llm, "x")], PARAMS, retries=1)
-    assert result.value is None and result.argmax is None and "not finite" in result.null_reason
+def test_logprobs_never_stand_in_for_a_failed_parse():
+    llm = ScriptedLLM(lambda p: " why", scorer=lambda p, c: [0.0] + [-50.0] * (len(c) - 1))
+    (result,) = rate([(llm, Prompt("rate", prefix="Rating:"))], PARAMS, retries=1)
+    assert result.value is None and result.argmax is None and "no valid 'Rating: N'" in result.null_reason
+    assert result.expected == pytest.approx(1.0) and result.mass == pytest.approx(1.0)
+
+
+def test_neighbours_sample_their_own_ratings():
+    """The same prompt asked of several raters gets independent samples, not one deterministic value."""
+    counter = iter(range(100))
+    llm = ScriptedLLM(lambda p: f"Rating: {next(counter) % 7 + 1}\nReason: r")
+    prompt = Prompt("rate", prefix="Rating:")
+    results = rate([(llm, prompt)] * 4, PARAMS, retries=0)
+    assert len({r.value for r in results}) == 4

@@ -54,6 +54,7 @@ def test_our_dpo_follows_trls_dpotrainer_on_the_same_batch(tmp_path, one_thread)
     from trl import DPOConfig, DPOTrainer
 
     from alignment_pipeline.bench.trainer import _build_model, _data
+    from alignment_pipeline.llm.prompt_format import prompt_format
     from alignment_pipeline.paths import HomeLayout
     from alignment_pipeline.training.config import TrainingConfig
     from alignment_pipeline.training.trainer import train
@@ -66,10 +67,13 @@ def test_our_dpo_follows_trls_dpotrainer_on_the_same_batch(tmp_path, one_thread)
                          learning_rate=1e-3, lr_scheduler_type="constant", num_train_epochs=3, logging_steps=1,
                          save_strategy="no", report_to="none", use_cpu=True, gradient_checkpointing=False, seed=0,
                          disable_tqdm=True, beta=0.1)
-    dataset = Dataset.from_dict({"prompt": [p.prompt for p in pairs], "chosen": [p.responses[0] for p in pairs],
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    fmt = prompt_format(tokenizer)  # the bench model has no chat template: Alpaca, as our trainer renders it
+    dataset = Dataset.from_dict({"prompt": [fmt.render(p.prompt) for p in pairs],
+                                 "chosen": [p.responses[0] for p in pairs],
                                  "rejected": [p.responses[1] for p in pairs]})
     trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=trl_args, train_dataset=dataset,
-                         processing_class=AutoTokenizer.from_pretrained(model_dir))
+                         processing_class=tokenizer)
     trainer.train()
     trl_log = [h for h in trainer.state.log_history if "loss" in h]
 

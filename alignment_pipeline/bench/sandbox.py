@@ -17,7 +17,7 @@ from pathlib import Path
 
 from alignment_pipeline.llm.base import Completion, GenerationParams, LLMBackend
 from alignment_pipeline.llm.config import BackendSpec
-from alignment_pipeline.llm.tiny import resolve_model_path
+from alignment_pipeline.llm.models import resolve_model_path
 from alignment_pipeline.sandbox.config import SandboxConfig
 from alignment_pipeline.sandbox.embedding import Embedder, default_embedder
 from alignment_pipeline.sandbox.memory import load_prior_memories

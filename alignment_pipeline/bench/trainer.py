@@ -266,10 +266,13 @@ def _run_trl(spec: BenchSpec, model_dir: Path, tmp: Path, device) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
+    from alignment_pipeline.llm.prompt_format import prompt_format
+
     _, pairs = _data(spec)
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), attn_implementation="sdpa")
-    dataset = Dataset.from_dict({"prompt": [p.prompt for p in pairs],
+    fmt = prompt_format(tok)
+    dataset = Dataset.from_dict({"prompt": [fmt.render(p.prompt) for p in pairs],
                                  "chosen": [p.responses[0].strip() for p in pairs],
                                  "rejected": [p.responses[1].strip() for p in pairs]})
     cuda = device.type == "cuda"

@@ -31,7 +31,7 @@ def benchmark_tables(context: dg.AssetExecutionContext, pipeline: PipelineResour
         evaluate_checkpoint,
         log_metrics_to_run,
     )
-    from alignment_pipeline.llm.tiny import resolve_model_path
+    from alignment_pipeline.llm.models import resolve_model_path
     from alignment_pipeline.training.lineage import checkpoint_row
 
     checkpoint, config, home, warehouse = (context.partition_key, pipeline.config(), pipeline.layout(),

@@ -13,9 +13,10 @@ from alignment_pipeline.warehouse import Warehouse
 
 
 class PipelineResource(dg.ConfigurableResource):
-    """`profile` picks the named settings (smoke | paper); `home` is where everything is written."""
+    """`profile` picks the named settings (smoke | small | paper; None: $ALIGNMENT_PROFILE, else the default
+    profile); `home` is where everything is written."""
 
-    profile: str = "smoke"
+    profile: str | None = None
     home: str | None = None
     inbox: str | None = None  # overrides the profile's prompt inbox
     settings_file: str | None = None  # YAML/JSON overrides on top of the profile
@@ -40,7 +41,7 @@ class PipelineResource(dg.ConfigurableResource):
 def default_resource() -> PipelineResource:
     # Environment first so `dagster dev` and the CLI agree on where things live.
     return PipelineResource(
-        profile=os.environ.get("ALIGNMENT_PROFILE", "smoke"),
+        profile=os.environ.get("ALIGNMENT_PROFILE"),
         home=os.environ.get("ALIGNMENT_HOME"),
         inbox=os.environ.get("ALIGNMENT_INBOX"),
         settings_file=os.environ.get("ALIGNMENT_SETTINGS"),

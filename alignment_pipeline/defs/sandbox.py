@@ -20,7 +20,8 @@ from alignment_pipeline.defs.resources import PipelineResource
 
 @batch_asset(
     deps=["seed_prompts"], group_name="sandbox",
-    check_specs=check_specs("sandbox_transcripts", ("ratings_valid", "interactions_complete", "revisions_differ")),
+    check_specs=[*check_specs("sandbox_transcripts", ("ratings_valid", "interactions_complete", "revisions_differ")),
+                 *check_specs("sandbox_transcripts", ("outputs_clean",), blocking=True)],
     description="Back-Scatter rounds of a grid of LLM agents with memory: drafts, neighbour feedback with 1-7 "
                 "ratings, revisions. Resumes where a crashed run stopped.",
 )
@@ -32,7 +33,8 @@ def sandbox_transcripts(context: dg.AssetExecutionContext, pipeline: PipelineRes
     report = run_sandbox(warehouse, batch, config, backend_for=pipeline.backend, progress=context.log.info)
     outcomes = [checks.check_ratings_valid(warehouse, batch),
                 checks.check_interactions_complete(warehouse, batch, config),
-                checks.check_revisions_differ(warehouse, batch)]
+                checks.check_revisions_differ(warehouse, batch),
+                checks.check_outputs_clean(warehouse, batch, config.min_clean_share)]
     return dg.MaterializeResult(
         metadata={"dagster/row_count": report.interactions, **plain_metadata(report.metadata())},
         check_results=check_results(outcomes),

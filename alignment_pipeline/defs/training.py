@@ -78,7 +78,7 @@ def _train_with_torchrun(context: dg.AssetExecutionContext, pipeline: PipelineRe
     command = launch_command(kind, nproc_per_node=config.nproc_per_node, master_port=config.master_port,
                              base_model=base, parent_checkpoint=parent_checkpoint, parent_run_id=parent_run,
                              dagster_run_id=context.run_id)
-    env = launch_env(profile=pipeline.profile, home=pipeline.layout().root, settings_file=pipeline.settings_file,
+    env = launch_env(profile=pipeline.config().profile, home=pipeline.layout().root, settings_file=pipeline.settings_file,
                      inbox=pipeline.inbox)
     return dg.PipesSubprocessClient().run(command=command, context=context, env=env).get_materialize_result()
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, field_validator
 
-from alignment_pipeline.llm.config import BackendSpec
+from alignment_pipeline.llm.config import SMOLLM2, BackendSpec
 
 # lm-eval benchmarks (see evaluation/catalog.py) and the judge-scored HH / HH-A.
 DEFAULT_TASKS = ("truthfulqa_mc1", "ethics_cm", "moral_stories", "mic", "hh", "hh_a")
@@ -43,4 +43,6 @@ class EvaluationConfig(BaseModel):
             return cls(judge=BackendSpec(kind="openai", model="Qwen/Qwen2.5-72B-Instruct",
                                          base_url="http://localhost:8000/v1"),
                        max_new_tokens=256, generation_batch_size=32)
+        if name == "small":
+            return cls(judge=BackendSpec(model=SMOLLM2), limit=8, hh_limit=4, max_new_tokens=64)
         return cls(limit=8, hh_limit=4, max_new_tokens=24)

@@ -7,6 +7,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from alignment_pipeline.llm.prompt_format import Prompt
+
+#: a request: a `Prompt` (rendered in each model's own format) or text already rendered
+PromptLike = Prompt | str
+
 
 @dataclass(frozen=True)
 class GenerationParams:
@@ -58,11 +63,11 @@ class LLMBackend(ABC):
         self.usage = Usage()
 
     @abstractmethod
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
-        """One completion per prompt, in order."""
+    def generate(self, prompts: Sequence[PromptLike], params: GenerationParams) -> list[Completion]:
+        """One completion per prompt, in order: the reply after the prompt (and after its `prefix`)."""
 
-    def score_continuations(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[list[float]]:
-        """log P(candidate | prompt) for every prompt and candidate: shape [len(prompts), len(candidates)]."""
+    def score_continuations(self, prompts: Sequence[PromptLike], candidates: Sequence[str]) -> list[list[float]]:
+        """log P(candidate | prompt, its prefix) for every prompt and candidate: [len(prompts), len(candidates)]."""
         raise NotImplementedError(f"{type(self).__name__} ({self.model_name}) gives no log-probabilities")
 
     def close(self) -> None:

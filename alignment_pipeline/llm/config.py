@@ -9,6 +9,8 @@ from pydantic import BaseModel, Field
 # A model name starting with this prefix means: the random-init tiny Llama the project builds
 # offline under $ALIGNMENT_HOME/models/<name> (see llm/tiny.py).
 TINY_PREFIX = "tiny:"
+# The real instruct model that ships in a Python package (llm/packaged.py): the `small` profile's every role.
+SMOLLM2 = "smollm2-135m-instruct"
 
 
 class BackendSpec(BaseModel):

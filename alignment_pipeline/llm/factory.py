@@ -24,7 +24,7 @@ def make_backend(spec: BackendSpec, *, models_dir: str | Path) -> LLMBackend:
 def _build(spec: BackendSpec, models_dir: Path) -> LLMBackend:
     if spec.kind == "hf":
         from alignment_pipeline.llm.hf import HFBackend
-        from alignment_pipeline.llm.tiny import resolve_model_path
+        from alignment_pipeline.llm.models import resolve_model_path
 
         return HFBackend(resolve_model_path(spec.model, models_dir), device=spec.device, dtype=spec.dtype,
                          batch_size=spec.batch_size, max_input_tokens=spec.max_input_tokens,

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignment_pipeline.llm.base import Completion, GenerationParams, LLMBackend
+from alignment_pipeline.llm.base import Completion, GenerationParams, LLMBackend, PromptLike
+from alignment_pipeline.llm.prompt_format import Prompt, cut_at_stop, prompt_format
 
 logger = logging.getLogger("alignment_pipeline.llm")
 
@@ -42,8 +43,9 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 class HFBackend(LLMBackend):
     """A causal LM loaded with `from_pretrained` from a local directory or hub id.
 
-    `generate` runs one `model.generate` call per chunk of `batch_size` prompts (left padding, prompts cut
-    from the left to `max_input_tokens`). `score_continuations` returns exact summed log-probs of each
+    Prompts are rendered in the model's own format (its chat template, else Alpaca; llm/prompt_format.py) and
+    replies end at the end of the turn or the next template header. `generate` runs one `model.generate` call
+    per chunk of `batch_size` prompts (left padding, prompts cut from the left to `max_input_tokens`). `score_continuations` returns exact summed log-probs of each
     candidate's tokens after the prompt."""
 
     supports_logprobs = True
@@ -72,12 +74,14 @@ class HFBackend(LLMBackend):
                 raise ValueError(f"tokenizer of {self.model_name} has neither a pad nor an eos token")
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
+        self.format = prompt_format(tokenizer)
         # Weights go straight to the target device, without a full copy in CPU memory first.
         model = AutoModelForCausalLM.from_pretrained(str(model_name_or_path), dtype=self.dtype,
                                                      device_map=str(self.device))
         model.eval()
         self.model = model
-        self._prefix_ids = self._leading_special_ids()
+        # A chat template writes its own start tokens; plain text gets the tokenizer's BOS.
+        self._prefix_ids = [] if self.format.chat else self._leading_special_ids()
         self._stop_ids = self._collect_stop_ids()
         # Architectures without `logits_to_keep` return full logits; they are sliced right after.
         self._accepts_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -109,13 +113,18 @@ class HFBackend(LLMBackend):
             stop.add(eos)
         elif eos:
             stop.update(int(i) for i in eos)
+        stop.update(self.format.end_of_turn_ids(self.tokenizer))
         return stop
 
-    def _prompt_ids(self, prompts: Sequence[str], budget: Sequence[int] | None = None) -> list[list[int]]:
+    def render(self, prompt: PromptLike) -> str:
+        """The text the model sees: a `Prompt` in the model's format; a string is taken as already rendered."""
+        return self.format.render(prompt) if isinstance(prompt, Prompt) else prompt
+
+    def _prompt_ids(self, prompts: Sequence[PromptLike], budget: Sequence[int] | None = None) -> list[list[int]]:
         """Token ids for each prompt: leading special tokens (BOS) kept, a trailing EOS dropped (the model is
         to continue the text), the body cut from the left so the whole fits in `budget` (default
         `max_input_tokens`)."""
-        bodies = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        bodies = self.tokenizer([self.render(p) for p in prompts], add_special_tokens=False)["input_ids"]
         out = []
         for i, body in enumerate(bodies):
             limit = (budget[i] if budget is not None else self.max_input_tokens) - len(self._prefix_ids)
@@ -158,7 +167,7 @@ class HFBackend(LLMBackend):
 
     # -- generation -------------------------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+    def generate(self, prompts: Sequence[PromptLike], params: GenerationParams) -> list[Completion]:
         model = self._require_model()
         if not prompts:
             return []
@@ -196,7 +205,7 @@ class HFBackend(LLMBackend):
                             break
                         kept.append(token)
                     n_prompt = len(encoded[index])
-                    results[index] = Completion(text=self._decode(kept), prompt_tokens=n_prompt,
+                    results[index] = Completion(text=cut_at_stop(self._decode(kept)), prompt_tokens=n_prompt,
                                                 completion_tokens=len(kept))
                     prompt_tokens += n_prompt
                     completion_tokens += len(kept)
@@ -206,7 +215,7 @@ class HFBackend(LLMBackend):
 
     # -- scoring ----------------------------------------------------------------------------------------
 
-    def score_continuations(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[list[float]]:
+    def score_continuations(self, prompts: Sequence[PromptLike], candidates: Sequence[str]) -> list[list[float]]:
         """Sum of log-probs of each candidate's tokens after each prompt, shape [len(prompts), len(candidates)].
 
         Prompt and candidate are tokenised separately and concatenated, so a candidate's tokens are the same

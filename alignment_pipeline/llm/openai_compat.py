@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from alignment_pipeline.llm.base import Completion, GenerationParams, LLMBackend
+from alignment_pipeline.llm.base import Completion, GenerationParams, LLMBackend, PromptLike
 
 logger = logging.getLogger("alignment_pipeline.llm")
 
@@ -65,7 +65,9 @@ class _Secret:
 
 
 class OpenAIBackend(LLMBackend):
-    """Chat completions against `{base_url}/chat/completions`, one user message per prompt."""
+    """Chat completions against `{base_url}/chat/completions`: a `Prompt` is sent as its system and user
+    messages (the server applies the model's chat template); its reply `prefix` is not sent (continuing an
+    assistant message is not part of the API), the reply holds it in full."""
 
     supports_logprobs = True  # the server decides; score_continuations raises NotImplementedError if not
 
@@ -97,15 +99,15 @@ class OpenAIBackend(LLMBackend):
 
     # -- public API -------------------------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+    def generate(self, prompts: Sequence[PromptLike], params: GenerationParams) -> list[Completion]:
         if not prompts:
             return []
         started = time.perf_counter()
 
-        def body(prompt: str) -> dict[str, Any]:
+        def body(prompt: PromptLike) -> dict[str, Any]:
             payload: dict[str, Any] = {
                 "model": self.model_name,
-                "messages": [{"role": "user", "content": prompt}],
+                "messages": _messages(prompt),
                 "max_tokens": params.max_new_tokens,
                 "temperature": params.temperature,
                 "top_p": params.top_p,
@@ -126,7 +128,7 @@ class OpenAIBackend(LLMBackend):
                        seconds=time.perf_counter() - started)
         return out
 
-    def score_continuations(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[list[float]]:
+    def score_continuations(self, prompts: Sequence[PromptLike], candidates: Sequence[str]) -> list[list[float]]:
         """log P(candidate | prompt) from the top log-probs of the first generated token.
 
         Works for single short-token candidates ("1".."7"); tokens that differ only in surrounding whitespace
@@ -142,7 +144,7 @@ class OpenAIBackend(LLMBackend):
         started = time.perf_counter()
         bodies = [{
             "model": self.model_name,
-            "messages": [{"role": "user", "content": prompt}],
+            "messages": _messages(prompt),
             "max_tokens": 1,
             "temperature": 0,
             "logprobs": True,
@@ -266,6 +268,13 @@ class OpenAIBackend(LLMBackend):
         if self._api_key is not None:
             text = text.replace(self._api_key.reveal(), "***")
         return text
+
+
+def _messages(prompt: PromptLike) -> list[dict[str, str]]:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    system = [{"role": "system", "content": prompt.system.strip()}] if prompt.system.strip() else []
+    return [*system, {"role": "user", "content": prompt.user}]
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 
-from alignment_pipeline.llm.base import Completion, GenerationParams, LLMBackend
+from alignment_pipeline.llm.base import Completion, GenerationParams, LLMBackend, PromptLike
+from alignment_pipeline.llm.prompt_format import ALPACA, Prompt
 
 Responder = Callable[[str], str]
 
@@ -19,7 +20,8 @@ def _default_responder(prompt: str) -> str:
 
 class ScriptedLLM(LLMBackend):
     """Test double. `responder(prompt) -> text`; `scorer(prompt, candidates) -> log-probs` enables ratings by
-    expected value. Every prompt it saw is kept in `.prompts` so tests can inspect what was asked."""
+    expected value. Every prompt it saw is kept in `.prompts` (a `Prompt` rendered in the Alpaca format, as a
+    model without a chat template sees it) so tests can inspect what was asked."""
 
     def __init__(self, responder: Responder | None = None,
                  scorer: Callable[[str, Sequence[str]], list[float]] | None = None,
@@ -32,7 +34,8 @@ class ScriptedLLM(LLMBackend):
         self.prompts: list[str] = []
         self.batch_sizes: list[int] = []
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+    def generate(self, prompts: Sequence[PromptLike], params: GenerationParams) -> list[Completion]:
+        prompts = [_render(p) for p in prompts]
         self.prompts.extend(prompts)
         self.batch_sizes.append(len(prompts))
         out = []
@@ -43,9 +46,14 @@ class ScriptedLLM(LLMBackend):
                        completion_tokens=sum(c.completion_tokens for c in out))
         return out
 
-    def score_continuations(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[list[float]]:
+    def score_continuations(self, prompts: Sequence[PromptLike], candidates: Sequence[str]) -> list[list[float]]:
         if self.scorer is None:
             return super().score_continuations(prompts, candidates)
+        prompts = [_render(p) for p in prompts]
         self.prompts.extend(prompts)
         self.usage.add(calls=len(prompts), batches=1)
         return [list(self.scorer(p, candidates)) for p in prompts]
+
+
+def _render(prompt: PromptLike) -> str:
+    return ALPACA.render(prompt) if isinstance(prompt, Prompt) else prompt

@@ -3,7 +3,6 @@ so every consumer loads it through the real `from_pretrained` path."""
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 
@@ -32,15 +31,3 @@ def build_tiny_model(out_dir: str | Path, *, hidden: int = 64, layers: int = 2, 
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
-
-
-def resolve_model_path(model: str, models_dir: str | Path) -> str:
-    """`tiny:<name>` builds (once) and returns the tiny model's directory; anything else is passed through
-    unchanged to `from_pretrained` (a local path or a hub id)."""
-    from alignment_pipeline.llm.config import TINY_PREFIX
-
-    if model.startswith(TINY_PREFIX):
-        name = model[len(TINY_PREFIX):]
-        # Seeded by name: differently named tiny models are different models (a world can mix them).
-        return str(build_tiny_model(Path(models_dir) / name, seed=zlib.crc32(name.encode())))
-    return model

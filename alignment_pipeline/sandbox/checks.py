@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alignment_pipeline.checks import CheckOutcome
+from alignment_pipeline.sandbox.answers import is_clean
 from alignment_pipeline.sandbox.config import SandboxConfig
 from alignment_pipeline.sandbox.world import World
 from alignment_pipeline.warehouse.db import Warehouse
@@ -110,3 +111,24 @@ def check_revisions_differ(warehouse: Warehouse, batch: str) -> CheckOutcome:
                      f"{share:.1%} of {total} revisions differ from their drafts"),
         metadata={"interactions": total, "identical": same.height, "share_differ": share,
                   "examples": same["interaction_id"].head(5).to_list() if same.height else []})
+
+
+def check_outputs_clean(warehouse: Warehouse, batch: str, min_share: float) -> CheckOutcome:
+    """Drafts and revisions are answers (sandbox/answers.py: non-empty, no template header, turn marker or
+    rating line). Fails when the clean share of the batch's drafts and revisions is below `min_share`, or
+    when the batch has none."""
+    frame = warehouse.query("SELECT interaction_id, draft, revision FROM sandbox_interactions WHERE batch = ? "
+                            "ORDER BY round, agent_id", [batch])
+    unclean = [(row["interaction_id"], kind, row[kind]) for row in frame.iter_rows(named=True)
+               for kind in ("draft", "revision") if not is_clean(row[kind])]
+    total = 2 * frame.height
+    drafts = sum(1 for _, kind, _ in unclean if kind == "draft")
+    share = (total - len(unclean)) / total if total else None
+    passed = share is not None and share >= min_share
+    return CheckOutcome(
+        name="outputs_clean", passed=passed,
+        description=("no interactions" if share is None else
+                     f"{share:.1%} of {total} drafts and revisions are clean answers (bar {min_share:.0%})"),
+        metadata={"answers": total, "clean_share": share, "unclean_drafts": drafts,
+                  "unclean_revisions": len(unclean) - drafts, "min_share": min_share,
+                  "examples": [f"{iid} {kind}: {(text or '')[:120]!r}" for iid, kind, text in unclean[:5]]})

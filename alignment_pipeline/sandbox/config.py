@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from alignment_pipeline.llm.config import BackendSpec
+from alignment_pipeline.llm.config import SMOLLM2, BackendSpec
 from alignment_pipeline.paths import assets_dir
 
 # Fields that do not change what a world is: a rerun with more rounds continues the same world.
@@ -39,6 +39,8 @@ class SandboxConfig(BaseModel):
     temperature: float = 1.0
     rating_retries: int = 2  # re-asks of an unparseable rating before it is stored as NULL with a reason
     empty_retries: int = 1  # re-asks of an empty draft or revision before it is stored as it is
+    # The blocking `outputs_clean` check fails a batch whose share of clean drafts and revisions is lower.
+    min_clean_share: float = Field(0.95, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _valid(self) -> SandboxConfig:
@@ -98,4 +100,7 @@ class SandboxConfig(BaseModel):
                 observer=BackendSpec(model="Qwen/Qwen2.5-7B-Instruct", **server),
                 memory_top_n=1, memory_min_similarity=0.5, max_new_tokens=256, temperature=1.0,
             )
+        if name == "small":
+            real = BackendSpec(model=SMOLLM2)
+            return cls(size=3, rounds=1, neighbours=3, agent_models=[real], observer=real, max_new_tokens=64)
         return cls()

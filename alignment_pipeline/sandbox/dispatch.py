@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
-from alignment_pipeline.llm.base import GenerationParams, LLMBackend
+from alignment_pipeline.llm.base import GenerationParams, LLMBackend, PromptLike
 
-Request = tuple[LLMBackend, str]
+Request = tuple[LLMBackend, PromptLike]
 
 
 @dataclass
@@ -41,18 +41,24 @@ def generate_batched(requests: Sequence[Request], params: GenerationParams) -> l
     return [r for r in replies if r is not None]
 
 
-def generate_nonempty(requests: Sequence[Request], params: GenerationParams, retries: int) -> list[Reply]:
-    """Like `generate_batched`, re-asking (batched) only the requests whose reply is blank, at most
-    `retries` times; a reply still blank after that is returned blank and caught by the data checks."""
+def generate_nonempty(requests: Sequence[Request], params: GenerationParams, retries: int,
+                      clean: Callable[[str], str] = str.strip) -> list[Reply]:
+    """Like `generate_batched` with each reply passed through `clean`, re-asking (batched) only the requests
+    whose cleaned reply is blank, at most `retries` times; a reply still blank after that is returned blank
+    and caught by the data checks."""
     replies = generate_batched(requests, params)
+    for r in replies:
+        r.text = clean(r.text)
     blank = [i for i, r in enumerate(replies) if not r.text.strip()]
-    for _ in range(retries):
+    for attempt in range(1, retries + 1):
         if not blank:
             break
-        again = generate_batched([requests[i] for i in blank], params)
+        # A fresh seed: a re-ask is a new sample, not a replay of the blank one.
+        seed = None if params.seed is None else params.seed + attempt
+        again = generate_batched([requests[i] for i in blank], replace(params, seed=seed))
         for i, r in zip(blank, again, strict=True):
             old = replies[i]
-            replies[i] = Reply(r.text, old.calls + r.calls, old.prompt_tokens + r.prompt_tokens,
+            replies[i] = Reply(clean(r.text), old.calls + r.calls, old.prompt_tokens + r.prompt_tokens,
                                old.completion_tokens + r.completion_tokens)
         blank = [i for i in blank if not replies[i].text.strip()]
     for r in replies:

@@ -1,17 +1,17 @@
-"""Ratings that are always honest: a number in 1..7 the model actually gave, or NULL with the reason why.
+"""Ratings as the paper takes them, and always honest: a number in 1..7 the model actually wrote, or NULL
+with the reason why.
 
-Two ways to read a rating from a prompt that asks for `Rating: <1-7>` then `Reason: ...`:
+Every neighbour and observer samples its own reply at the configured temperature (the paper: 1.0), the reply
+starting with "Rating:" (templates.py), so two neighbours of one agent may disagree. The reply must hold a
+line `Rating: N` with a single digit N in 1..7 followed by a space, `#`, `/7`, punctuation or the line's end
+(so "Rating: 10", "Rating: 4.5" fail), and no other `Rating:` line with another value; the reason is the
+text written after that rating. Failed replies are re-asked, batched, at most `retries` times; a rating
+still missing is NULL with a `null_reason`. No placeholder number is ever stored.
 
-- `logprob` (backends with log-probabilities): the prompt followed by "Rating:" is scored against the seven
-  continuations " 1" .. " 7"; their probabilities, renormalised over those seven, give the expected value
-  (stored as the rating) and the most likely digit (kept as `argmax`). The reason text is then generated
-  from the prompt followed by "Rating: <argmax>\\nReason:", so the words explain the rating the model
-  found most likely rather than an independent sample.
-- `parsed` (no log-probs, or `score_continuations` raises NotImplementedError): the reply must contain a
-  line `Rating: N` with a single digit N in 1..7 followed by a space, `#`, punctuation or the line's end
-  (so "Rating: 10", "Rating: 4.5", "Rating: 4/7" fail), and no other `Rating:` line with another value.
-  Failed replies are re-asked, batched, at most `retries` times; a rating still missing is NULL with a
-  `null_reason`. No placeholder number is ever stored.
+Where the backend gives log-probabilities, the probabilities of " 1" .. " 7" right after "Rating:" are read
+as well: their total (`mass`) and, only when they hold most of the probability there (mass >= MIN_MASS),
+their renormalised expected value (`expected`). That expectation is an extra column; it never stands in
+for a failed parse.
 """
 
 from __future__ import annotations
@@ -19,35 +19,42 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from alignment_pipeline.llm.base import GenerationParams, LLMBackend
-from alignment_pipeline.sandbox.dispatch import Request, generate_batched, group_by_backend
-from alignment_pipeline.sandbox.templates import RATING_CANDIDATES, RATING_CUE, reason_cue
+from alignment_pipeline.llm.base import GenerationParams, LLMBackend, PromptLike
+from alignment_pipeline.llm.prompt_format import Prompt
+from alignment_pipeline.sandbox.dispatch import generate_batched, group_by_backend
+from alignment_pipeline.sandbox.templates import RATING_CANDIDATES
 
-LOGPROB, PARSED = "logprob", "parsed"
-_RATING_LINE = re.compile(r"^[ \t]*Rating:[ \t]*([1-7])(?=[ \t,;#]|\.(?![0-9])|$)(.*)$", re.MULTILINE)
-_ANY_RATING_LINE = re.compile(r"^[ \t]*Rating:[ \t]*(\S*)", re.MULTILINE)
-_REASON_PREFIX = re.compile(r"^[\s#.,;]*(?:Reason:)?\s*", re.IGNORECASE)
+PARSED = "parsed"
+MIN_MASS = 0.5  # share of probability the seven ratings need for their expectation to mean anything
+_RATING_LINE = re.compile(r"^[ \t*]*Rating:[ \t*]*([1-7])(?=[ \t,;#*]|/7(?![0-9])|\.(?![0-9])|$)(.*)$",
+                          re.MULTILINE | re.IGNORECASE)
+_ANY_RATING_LINE = re.compile(r"^[ \t*]*Rating:[ \t*]*(\S*)", re.MULTILINE | re.IGNORECASE)
+_REASON_PREFIX = re.compile(r"^[\s#.,;*]*(?:/7|out of 7)?[\s#.,;*]*(?:Reason:)?[\s*]*", re.IGNORECASE)
+
+RatingRequest = tuple[LLMBackend, PromptLike]
 
 
 @dataclass(frozen=True)
 class RatingResult:
-    value: float | None  # expected value (logprob) or the parsed digit; None when no honest rating exists
-    argmax: int | None
-    method: str | None  # logprob | parsed | None
-    reason: str  # the reason text (the raw last reply when the rating is NULL)
+    value: float | None  # the integer the model wrote; None when no honest rating exists
+    argmax: int | None  # the same integer (kept as an integer column)
+    method: str | None  # parsed | None
+    reason: str  # the reason written with the rating (the raw last reply when the rating is NULL)
     null_reason: str | None
     calls: int
     prompt_tokens: int
     completion_tokens: int
+    expected: float | None = None  # log-prob expected rating, only where mass >= MIN_MASS
+    mass: float | None = None  # P(" 1" .. " 7") after "Rating:"; None without log-probs
 
 
 def parse_rating(text: str) -> tuple[int, str] | None:
     """(rating, reason) from a reply holding a strict `Rating: N` line, else None."""
-    values = {m.group(1) for m in _ANY_RATING_LINE.finditer(text)}
+    values = {m.group(1).strip("*").split("/")[0].rstrip(".,;") for m in _ANY_RATING_LINE.finditer(text)}
     match = _RATING_LINE.search(text)
     if match is None or len(values) != 1:
         return None
@@ -55,73 +62,69 @@ def parse_rating(text: str) -> tuple[int, str] | None:
     return int(match.group(1)), _REASON_PREFIX.sub("", rest, count=1).strip()
 
 
-def expected_rating(logprobs: Sequence[float]) -> tuple[float, int] | None:
-    """(expected value, argmax) of the ratings 1..7 under log-probs renormalised over the seven; None if
-    they are not finite."""
+def parse_reply(prompt: PromptLike, text: str) -> tuple[int, str] | None:
+    """A reply continues the prompt's prefix ("Rating:") on local models; servers return it whole."""
+    if isinstance(prompt, Prompt) and prompt.prefix:
+        parsed = parse_rating(prompt.prefix + text)
+        if parsed is not None:
+            return parsed
+    return parse_rating(text)
+
+
+def rating_expectation(logprobs: Sequence[float]) -> tuple[float | None, float | None]:
+    """(expected value over 1..7 renormalised, or None when the seven hold less than MIN_MASS; their mass)
+    from the log-probs of " 1" .. " 7"; (None, None) when they are not finite."""
     lp = np.asarray(logprobs, dtype=np.float64)
     if lp.shape != (7,) or np.isnan(lp).any() or not np.isfinite(lp).any():
-        return None
-    p = np.exp(lp - lp.max())
-    p /= p.sum()
-    return float(p @ np.arange(1, 8)), int(np.argmax(p)) + 1
+        return None, None
+    p = np.exp(lp)
+    mass = float(p.sum())
+    if mass < MIN_MASS:
+        return None, mass
+    return float((p / mass) @ np.arange(1, 8)), mass
 
 
-def rate(requests: Sequence[Request], params: GenerationParams, retries: int) -> list[RatingResult]:
-    """Rate every (backend, prompt) request; prompts end at the response header (see templates). One batched
-    call per backend per step (scoring, reasons, each re-ask)."""
+def rate(requests: Sequence[RatingRequest], params: GenerationParams, retries: int) -> list[RatingResult]:
+    """Rate every (backend, prompt) request: sampled replies parsed (one batched call per backend per attempt),
+    plus the log-prob expectation where the backend has log-probs."""
     results: list[RatingResult | None] = [None] * len(requests)
     for backend, indices in group_by_backend([b for b, _ in requests]):
         prompts = [requests[i][1] for i in indices]
-        group = None
+        group = _rate_parsed(backend, prompts, params, retries)
         if backend.supports_logprobs:
             try:
-                group = _rate_logprob(backend, prompts, params)
+                scores = backend.score_continuations(prompts, RATING_CANDIDATES)
             except NotImplementedError:
-                group = None
-        if group is None:
-            group = _rate_parsed(backend, prompts, params, retries)
+                scores = None
+            if scores is not None:
+                if len(scores) != len(prompts):
+                    raise RuntimeError(f"{backend.model_name} scored {len(scores)} of {len(prompts)} prompts")
+                group = [replace(r, expected=e, mass=m)
+                         for r, (e, m) in zip(group, map(rating_expectation, scores), strict=True)]
         for i, r in zip(indices, group, strict=True):
             results[i] = r
     return [r for r in results if r is not None]
 
 
-def _rate_logprob(backend: LLMBackend, prompts: list[str], params: GenerationParams) -> list[RatingResult]:
-    scores = backend.score_continuations([p + RATING_CUE for p in prompts], RATING_CANDIDATES)
-    if len(scores) != len(prompts):
-        raise RuntimeError(f"{backend.model_name} scored {len(scores)} of {len(prompts)} prompts")
-    read = [expected_rating(row) for row in scores]
-    valid = [i for i, r in enumerate(read) if r is not None]
-    reasons = generate_batched([(backend, prompts[i] + reason_cue(read[i][1])) for i in valid], params)
-    by_index = dict(zip(valid, reasons, strict=True))
-    out = []
-    for i, r in enumerate(read):
-        if r is None:
-            out.append(RatingResult(None, None, None, "", f"log-probs of the ratings were not finite: {scores[i]}",
-                                    1, 0, 0))
-            continue
-        reply = by_index[i]
-        out.append(RatingResult(r[0], r[1], LOGPROB, reply.text.strip(), None, 1 + reply.calls,
-                                reply.prompt_tokens, reply.completion_tokens))
-    return out
-
-
-def _rate_parsed(backend: LLMBackend, prompts: list[str], params: GenerationParams,
+def _rate_parsed(backend: LLMBackend, prompts: list[PromptLike], params: GenerationParams,
                  retries: int) -> list[RatingResult]:
     n = len(prompts)
     last = [""] * n
     cost = [[0, 0, 0] for _ in range(n)]  # calls, prompt tokens, completion tokens
     parsed: list[tuple[int, str] | None] = [None] * n
     pending = list(range(n))
-    attempts = 0
-    while pending and attempts <= retries:
-        attempts += 1
-        replies = generate_batched([(backend, prompts[i]) for i in pending], params)
+    attempt = 0
+    while pending and attempt <= retries:
+        # A fresh seed per attempt: a re-ask is a new sample, not a replay of the failed one.
+        seed = None if params.seed is None else params.seed + attempt
+        replies = generate_batched([(backend, prompts[i]) for i in pending], replace(params, seed=seed))
+        attempt += 1
         for i, reply in zip(pending, replies, strict=True):
             last[i] = reply.text
             cost[i][0] += reply.calls
             cost[i][1] += reply.prompt_tokens
             cost[i][2] += reply.completion_tokens
-            parsed[i] = parse_rating(reply.text)
+            parsed[i] = parse_reply(prompts[i], reply.text)
         pending = [i for i in pending if parsed[i] is None]
     out = []
     for i in range(n):

@@ -18,6 +18,7 @@ import numpy as np
 from alignment_pipeline.llm.base import GenerationParams, LLMBackend
 from alignment_pipeline.llm.config import BackendSpec
 from alignment_pipeline.sandbox import store
+from alignment_pipeline.sandbox.answers import clean_answer
 from alignment_pipeline.sandbox.config import SandboxConfig
 from alignment_pipeline.sandbox.dispatch import Reply, generate_nonempty
 from alignment_pipeline.sandbox.embedding import Embedder
@@ -118,7 +119,7 @@ def run_round(ctx: RoundContext, round_index: int, agent_ids: Sequence[int]) -> 
                              config.memory_top_n, config.memory_min_similarity)
     recalled_of = dict(zip(agent_ids, recalled, strict=True))
     drafts = generate_nonempty([(backend_of[a], draft_prompt(asked[a][1], recalled_of[a])) for a in agent_ids],
-                               params("draft"), config.empty_retries)
+                               params("draft"), config.empty_retries, clean=clean_answer)
     draft_of = dict(zip(agent_ids, drafts, strict=True))
 
     # Feedback: every (agent, neighbour) pair of the round in one rating batch.
@@ -144,7 +145,7 @@ def run_round(ctx: RoundContext, round_index: int, agent_ids: Sequence[int]) -> 
     revisions = generate_nonempty(
         [(backend_of[a], revision_prompt(asked[a][1], draft_of[a].text, means[a], len(shown[a]), len(given[a]),
                                          shown[a])) for a in agent_ids],
-        params("revision"), config.empty_retries)
+        params("revision"), config.empty_retries, clean=clean_answer)
     revision_of = dict(zip(agent_ids, revisions, strict=True))
 
     records = [_record(ctx, round_index, a, asked[a], vector_of[asked[a][1]], recalled_of[a], draft_of[a],
@@ -169,7 +170,7 @@ def _record(ctx: RoundContext, round_index: int, agent_id: int, asked: tuple[str
     prompt_id, question = asked
     agent = ctx.world.agents[agent_id]
     feedback = [store.FeedbackRow(position, b, backend_of[b].model_name, r.reason, r.value, r.argmax, r.method,
-                                  r.null_reason, [m.as_json() for m in mem])
+                                  r.null_reason, [m.as_json() for m in mem], r.expected, r.mass)
                 for position, (b, r, mem) in enumerate(given)]
     reasons = "\n".join(r.reason for _, r, _ in given if r.value is not None)
     memories = [

@@ -87,9 +87,12 @@ def score_revisions(warehouse: Warehouse, batch: str, config: SandboxConfig, *,
                 "rating_method": [x.method for x in results],
                 "reason": [x.reason for x in results],
                 "null_reason": [x.null_reason for x in results],
+                "expected_rating": [x.expected for x in results],
+                "rating_mass": [x.mass for x in results],
             }, schema={"interaction_id": pl.String, "target": pl.String, "dimension": pl.String,
                        "observer_model": pl.String, "rating": pl.Float64, "rating_argmax": pl.Int32,
-                       "rating_method": pl.String, "reason": pl.String, "null_reason": pl.String})
+                       "rating_method": pl.String, "reason": pl.String, "null_reason": pl.String,
+                       "expected_rating": pl.Float64, "rating_mass": pl.Float64})
             with warehouse.transaction() as con:
                 new_ratings += insert_frame(con, "observer_ratings", frame)
     with warehouse.transaction() as con:

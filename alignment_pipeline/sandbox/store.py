@@ -61,6 +61,8 @@ class FeedbackRow:
     rating_method: str | None
     null_reason: str | None
     retrieved_memories: list[dict] = field(default_factory=list)
+    expected_rating: float | None = None  # log-prob expectation (see ratings.py), only with enough mass
+    rating_mass: float | None = None
 
 
 @dataclass
@@ -92,8 +94,13 @@ class InteractionRecord:
 # -- reads -------------------------------------------------------------------------------------------------
 
 def load_prompts(warehouse: Warehouse, batch: str) -> list[tuple[str, str]]:
-    """(prompt_id, text) of a batch in file order."""
-    rows = warehouse.query("SELECT prompt_id, text FROM prompts WHERE batch = ? ORDER BY line, prompt_id", [batch])
+    """(prompt_id, text) of a batch in file order: every prompt of its file (prompt_batch_members, texts
+    another batch stored first included) and the prompts written for it directly (insert_prompts)."""
+    rows = warehouse.query(
+        "SELECT p.prompt_id, p.text FROM prompts p "
+        "LEFT JOIN prompt_batch_members m ON m.batch = ? AND m.prompt_id = p.prompt_id "
+        "WHERE p.batch = ? OR m.prompt_id IS NOT NULL ORDER BY coalesce(m.line, p.line), p.prompt_id",
+        [batch, batch])
     if rows.height == 0:
         raise ValueError(f"prompt batch {batch!r} has no prompts in the warehouse; ingest it first")
     return list(zip(rows["prompt_id"].to_list(), rows["text"].to_list(), strict=True))
@@ -194,7 +201,7 @@ _INTERACTION_COLS = ("interaction_id, world_id, batch, round, agent_id, agent_la
                      "question, retrieved_memories, draft, neighbour_ids, mean_feedback_rating, revision, "
                      "llm_calls, prompt_tokens, completion_tokens, created_at")
 _FEEDBACK_COLS = ("interaction_id, position, neighbour_id, neighbour_model, feedback, rating, rating_argmax, "
-                  "rating_method, null_reason")
+                  "rating_method, null_reason, expected_rating, rating_mass")
 _MEMORY_COLS = ("memory_id, world_id, agent_id, kind, round, question, answer, feedback, rating, embedding, "
                 "created_at")
 
@@ -256,6 +263,8 @@ def _stage(records: Sequence[InteractionRecord]) -> dict[str, pa.Table]:
         "rating_argmax": pa.array([f.rating_argmax for _, f in fb], type=pa.int32()),
         "rating_method": pa.array([f.rating_method for _, f in fb], type=pa.string()),
         "null_reason": pa.array([f.null_reason for _, f in fb], type=pa.string()),
+        "expected_rating": pa.array([f.expected_rating for _, f in fb], type=pa.float64()),
+        "rating_mass": pa.array([f.rating_mass for _, f in fb], type=pa.float64()),
         "retrieved_memories": pa.array([json.dumps(f.retrieved_memories) for _, f in fb], type=pa.string()),
     })
     memories = _memory_table(records[0].world_id, [(r.interaction_id, m) for r in records for m in r.memories])

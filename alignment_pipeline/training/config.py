@@ -4,6 +4,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from alignment_pipeline.llm.config import SMOLLM2
+
 
 class TrainingConfig(BaseModel):
     base_model: str = "tiny:tiny-llama"
@@ -69,4 +71,8 @@ class TrainingConfig(BaseModel):
         if name == "paper":
             return cls(base_model="huggyllama/llama-7b", learning_rate=2e-5, epochs=2, per_device_batch=1,
                        grad_accum=8, max_length=360, margin=10.0, gradient_checkpointing=True, save_every=200)
+        if name == "small":
+            # A few steps per checkpoint: enough to see each objective move a real model on 2 CPU cores.
+            return cls(base_model=SMOLLM2, learning_rate=2e-5, per_device_batch=2, max_length=256,
+                       max_steps=2, save_every=100)
         return cls(learning_rate=1e-3, max_length=192, sppo_eta=10.0, save_every=20)

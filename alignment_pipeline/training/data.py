@@ -1,5 +1,9 @@
 """Training data: prompt groups from the warehouse, tokenised with an exact prompt/response boundary, and
-packed into batches of whole groups (a prompt with all of its responses)."""
+packed into batches of whole groups (a prompt with all of its responses).
+
+Samples are stored without a template; each is rendered here in the format of the model being trained (its
+chat template, else Alpaca: llm/prompt_format.py) and each response ends with that format's end-of-turn
+token, so a checkpoint learns the format it is served with."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from alignment_pipeline.samples.template import format_prompt
+from alignment_pipeline.llm.prompt_format import Prompt, PromptFormat, prompt_format
 from alignment_pipeline.warehouse.db import Warehouse
 
 SAMPLE_TYPES = ("imitation", "self_critique", "realignment")
@@ -35,8 +39,8 @@ class PromptGroup:
                 raise ValueError(f"{where}: rating {i} is {rating!r}; ratings must be finite numbers")
 
     @property
-    def prompt(self) -> str:
-        return format_prompt(self.instruction, self.input)
+    def prompt(self) -> Prompt:
+        return Prompt(self.instruction, self.input)
 
     def best_index(self) -> int:
         """The first response with the highest rating."""
@@ -106,24 +110,24 @@ def special_prefix(tokenizer) -> list[int]:
 
 
 def tokenize_group(tokenizer, group: PromptGroup, index: int, *, max_length: int, min_prompt_tokens: int = 16,
-                   prefix: list[int] | None = None) -> TokenizedGroup:
+                   prefix: list[int] | None = None, fmt: PromptFormat | None = None) -> TokenizedGroup:
     """Prompt and responses are tokenised separately and concatenated (never merged across the boundary);
-    each response gets EOS. Every (prompt, response) sequence fits `max_length`: the prompt is cut from its
+    each response gets the format's end-of-turn token (EOS for Alpaca). Every (prompt, response) sequence fits `max_length`: the prompt is cut from its
     left (after any BOS) so the responses survive; a response is cut on its right only when it alone would
     leave fewer than `min_prompt_tokens` of prompt."""
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ValueError("the tokenizer has no eos_token_id; responses must end with EOS")
-    prefix = special_prefix(tokenizer) if prefix is None else prefix
+    fmt = prompt_format(tokenizer) if fmt is None else fmt
+    end = fmt.end_of_turn_ids(tokenizer)
+    # A chat template writes its own start tokens; plain text gets the tokenizer's BOS.
+    prefix = [] if fmt.chat else special_prefix(tokenizer) if prefix is None else prefix
     responses, ratings = group.responses, list(group.ratings)
-    prompt_body = tokenizer(group.prompt, add_special_tokens=False)["input_ids"]
+    prompt_body = tokenizer(fmt.render(group.prompt), add_special_tokens=False)["input_ids"]
     prompt_full = prefix + prompt_body
     keep_prompt = min(len(prompt_full), min_prompt_tokens)
     if max_length <= keep_prompt:
         raise ValueError(f"max_length {max_length} leaves no room for a response after {keep_prompt} prompt tokens")
     response_ids = []
     for text in responses:
-        ids = tokenizer(text.strip(), add_special_tokens=False)["input_ids"] + [eos]
+        ids = tokenizer(text.strip(), add_special_tokens=False)["input_ids"] + end
         response_ids.append(ids[:max_length - keep_prompt])
     budget = max_length - max(len(r) for r in response_ids)
     if len(prompt_full) > budget:
@@ -157,9 +161,9 @@ def limit_responses(group: TokenizedGroup, k: int | None, *, seed: int, epoch: i
 
 def tokenize_groups(tokenizer, groups: list[PromptGroup], *, max_length: int, min_prompt_tokens: int = 16
                     ) -> list[TokenizedGroup]:
-    prefix = special_prefix(tokenizer)
+    prefix, fmt = special_prefix(tokenizer), prompt_format(tokenizer)
     return [tokenize_group(tokenizer, g, i, max_length=max_length, min_prompt_tokens=min_prompt_tokens,
-                           prefix=prefix) for i, g in enumerate(groups)]
+                           prefix=prefix, fmt=fmt) for i, g in enumerate(groups)]
 
 
 # -- batching -------------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ class TrainResult:
 
 
 def resolve_base_model(base_model: str, home: HomeLayout) -> str:
-    from alignment_pipeline.llm.tiny import resolve_model_path
+    from alignment_pipeline.llm.models import resolve_model_path
 
     return resolve_model_path(base_model, home.models)
 

@@ -10,7 +10,8 @@ LEFT JOIN (
     SELECT interaction_id,
            list(struct_pack(position := position, neighbour_id := neighbour_id, neighbour_model := neighbour_model,
                             rating := rating, rating_method := rating_method, reason := feedback,
-                            null_reason := null_reason) ORDER BY position) AS feedback
+                            null_reason := null_reason, expected_rating := expected_rating,
+                            rating_mass := rating_mass) ORDER BY position) AS feedback
     FROM sandbox_feedback
     GROUP BY interaction_id
 ) f USING (interaction_id);
