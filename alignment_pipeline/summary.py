@@ -1,0 +1,105 @@
+"""What a researcher reads first after a run: are the sandbox's answers answers, are its ratings ratings, did
+revision move the observers, how many samples of each type, and the benchmark table."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from alignment_pipeline.sandbox.answers import is_clean
+from alignment_pipeline.warehouse.db import Warehouse
+
+_BENCHMARK_COLUMNS = ("hh", "hh_a", "moral_stories", "mic", "ethics", "truthfulqa_mc1")
+
+
+def paired_difference(before: Sequence[float], after: Sequence[float]) -> dict:
+    """Mean of after − before over pairs, with a two-sided 95% t interval (None where n < 2)."""
+    diffs = [a - b for b, a in zip(before, after, strict=True)]
+    n = len(diffs)
+    if n == 0:
+        return {"n": 0, "mean_diff": None, "ci95_low": None, "ci95_high": None}
+    mean = sum(diffs) / n
+    if n < 2:
+        return {"n": n, "mean_diff": mean, "ci95_low": None, "ci95_high": None}
+    from scipy.stats import t
+
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    half = float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return {"n": n, "mean_diff": mean, "ci95_low": mean - half, "ci95_high": mean + half}
+
+
+def sandbox_quality(warehouse: Warehouse, batch: str | None = None) -> dict:
+    """Shares of clean drafts and revisions and of parsed ratings, how often an agent's neighbours disagree,
+    and the observers' paired before/after differences; over one batch or every batch."""
+    where, params = ("WHERE i.batch = ?", [batch]) if batch is not None else ("", [])
+    answers = warehouse.query(f"SELECT draft, revision FROM sandbox_interactions i {where}", params)
+    texts = answers["draft"].to_list() + answers["revision"].to_list()
+    feedback = warehouse.query(
+        "SELECT f.interaction_id, f.rating FROM sandbox_feedback f JOIN sandbox_interactions i "
+        f"USING (interaction_id) {where}", params)
+    observers = warehouse.query(
+        "SELECT o.rating FROM observer_ratings o JOIN sandbox_interactions i USING (interaction_id) "
+        f"{where}", params)
+    by_interaction: dict[str, list[float]] = {}
+    for iid, rating in feedback.iter_rows():
+        if rating is not None:
+            by_interaction.setdefault(iid, []).append(rating)
+    comparable = [r for r in by_interaction.values() if len(r) >= 2]
+    pairs = warehouse.query(
+        "SELECT s.alignment_before, s.alignment_after, s.engagement_before, s.engagement_after "
+        f"FROM scored_revisions s JOIN sandbox_interactions i USING (interaction_id) {where}", params)
+    rows = list(pairs.iter_rows(named=True))
+
+    def paired(dimension: str) -> dict:
+        both = [(r[f"{dimension}_before"], r[f"{dimension}_after"]) for r in rows
+                if r[f"{dimension}_before"] is not None and r[f"{dimension}_after"] is not None]
+        return paired_difference([b for b, _ in both], [a for _, a in both])
+
+    return {
+        "interactions": answers.height,
+        "clean_share": _share(sum(map(is_clean, texts)), len(texts)),
+        "feedback_ratings": feedback.height,
+        "feedback_parsed_share": _share(feedback["rating"].count(), feedback.height),
+        "observer_ratings": observers.height,
+        "observer_parsed_share": _share(observers["rating"].count(), observers.height),
+        "neighbours_disagree_share": _share(sum(len(set(r)) > 1 for r in comparable), len(comparable)),
+        "alignment": paired("alignment"),
+        "engagement": paired("engagement"),
+    }
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def lineage_summary(warehouse: Warehouse) -> str:
+    """Plain-text report of the whole warehouse: sandbox quality, before/after, samples per type, benchmarks."""
+    q = sandbox_quality(warehouse)
+    lines = [
+        f"sandbox: {q['interactions']} interactions; clean drafts and revisions {_fmt(q['clean_share'], '.0%')}; "
+        f"parsed ratings: neighbours {_fmt(q['feedback_parsed_share'], '.0%')} of {q['feedback_ratings']}, "
+        f"observers {_fmt(q['observer_parsed_share'], '.0%')} of {q['observer_ratings']}; neighbours of an agent "
+        f"disagree in {_fmt(q['neighbours_disagree_share'], '.0%')} of interactions",
+        "observers, revision minus draft (paired mean, 95% interval):",
+    ]
+    for dimension in ("alignment", "engagement"):
+        d = q[dimension]
+        lines.append(f"  {dimension:<10} {_fmt(d['mean_diff'], '+.2f')} "
+                     f"[{_fmt(d['ci95_low'], '+.2f')}, {_fmt(d['ci95_high'], '+.2f')}]  n={d['n']}")
+    counts = warehouse.query("SELECT sample_type, count(*) AS samples, count(DISTINCT prompt_key) AS prompts "
+                             "FROM alignment_samples GROUP BY 1 ORDER BY 1")
+    lines.append("samples: " + (", ".join(f"{r['sample_type']} {r['samples']} ({r['prompts']} prompts)"
+                                          for r in counts.iter_rows(named=True)) or "none"))
+    table = warehouse.query("SELECT model, kind, " + ", ".join(_BENCHMARK_COLUMNS) + ", datasets "
+                            "FROM benchmark_table WHERE source = 'measured' ORDER BY evaluated_at, model")
+    if table.height:
+        lines.append("benchmarks (this run; HH/HH-A: judge 1-10, others: accuracy):")
+        lines.append("  " + f"{'model':<24} " + " ".join(f"{c:>13}" for c in _BENCHMARK_COLUMNS) + "  datasets")
+        for r in table.iter_rows(named=True):
+            lines.append("  " + f"{r['model']:<24} " + " ".join(f"{_fmt(r[c]):>13}" for c in _BENCHMARK_COLUMNS)
+                         + f"  {r['datasets']}")
+    return "\n".join(lines)
