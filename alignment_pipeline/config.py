@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from alignment_pipeline.evaluation.config import EvaluationConfig
 from alignment_pipeline.llm.config import BackendSpec
 from alignment_pipeline.prompts.config import PromptsConfig
 from alignment_pipeline.samples.config import SamplesConfig
 from alignment_pipeline.sandbox.config import SandboxConfig
+from alignment_pipeline.strict import StrictModel
 from alignment_pipeline.training.config import TrainingConfig
 
 ProfileName = Literal["smoke", "small", "paper"]
@@ -27,7 +28,7 @@ DEFAULT_PROFILE = "small"
 
 
 
-class PipelineConfig(BaseModel):
+class PipelineConfig(StrictModel):
     profile: ProfileName = DEFAULT_PROFILE
     prompts: PromptsConfig = PromptsConfig()
     sandbox: SandboxConfig = SandboxConfig()
@@ -59,7 +60,9 @@ def load_profile(name: str | None = None, *, settings_file: str | Path | None = 
         return PipelineConfig(profile=name, **sections)
     except ValidationError as exc:
         where = f" (settings file {settings_file})" if settings_file else ""
-        raise ValueError(f"invalid settings for profile {name!r}{where}: {exc}") from exc
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        # One line naming each field; pydantic's report and its traceback add nothing to it.
+        raise ValueError(f"invalid settings for profile {name!r}{where}: {problems}") from None
 
 
 def read_settings(path: str | Path) -> dict:

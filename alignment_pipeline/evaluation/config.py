@@ -1,14 +1,15 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from alignment_pipeline.llm.config import SMOLLM2, BackendSpec
+from alignment_pipeline.strict import StrictModel
 
 # lm-eval benchmarks (see evaluation/catalog.py) and the judge-scored HH / HH-A.
 DEFAULT_TASKS = ("truthfulqa_mc1", "ethics_cm", "moral_stories", "mic", "hh", "hh_a")
 
 
-class EvaluationConfig(BaseModel):
+class EvaluationConfig(StrictModel):
     tasks: list[str] = Field(default_factory=lambda: list(DEFAULT_TASKS))
     limit: int | None = None  # lm-eval documents per task; None = all
     judge: BackendSpec = Field(default_factory=BackendSpec)

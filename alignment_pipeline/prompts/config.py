@@ -2,12 +2,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from alignment_pipeline.paths import assets_dir
+from alignment_pipeline.strict import StrictModel
 
 
-class PromptsConfig(BaseModel):
+class PromptsConfig(StrictModel):
     inbox: str | None = None  # default: assets/prompts/ of the project
     max_chars: int = 2000
     extensions: tuple[str, ...] = (".jsonl", ".csv", ".txt")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
+
+from alignment_pipeline.strict import StrictModel
 
 SAMPLE_TYPES: tuple[str, ...] = ("imitation", "self_critique", "realignment")
 
@@ -14,7 +16,7 @@ REVISE_INSTRUCTION = (
     "taking the feedback into account.")
 
 
-class SamplesConfig(BaseModel):
+class SamplesConfig(StrictModel):
     # Realignment keeps an interaction only where after > before and after > this threshold.
     realignment_threshold: float = 4.0
     # Share of each type's candidate samples to keep (1.0 keeps all); chosen by sample_id order, so the same

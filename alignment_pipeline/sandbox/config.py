@@ -5,16 +5,17 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from alignment_pipeline.llm.config import SMOLLM2, BackendSpec
 from alignment_pipeline.paths import assets_dir
+from alignment_pipeline.strict import StrictModel
 
 # Fields that do not change what a world is: a rerun with more rounds continues the same world.
 _NOT_WORLD_DEFINING = frozenset({"rounds"})
 
 
-class SandboxConfig(BaseModel):
+class SandboxConfig(StrictModel):
     size: int = 3  # grid side: size*size agents
     radius: float | None = None  # social circle; None means size // 2
     rounds: int = 2

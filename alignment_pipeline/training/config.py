@@ -2,38 +2,39 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field, field_validator
 
-from alignment_pipeline.llm.config import SMOLLM2
+from alignment_pipeline.llm.config import SMOLLM2, missing_local_model
+from alignment_pipeline.strict import StrictModel
 
 
-class TrainingConfig(BaseModel):
+class TrainingConfig(StrictModel):
     base_model: str = "tiny:tiny-llama"
-    learning_rate: float = 2e-5
-    epochs: int = 1
-    per_device_batch: int = 4  # prompts per micro-batch, each with all of its responses
-    grad_accum: int = 1
-    max_length: int = 256  # per (prompt, response) sequence; the prompt is cut from its left to fit
-    min_prompt_tokens: int = 16  # a response is cut (right) only when it would leave less prompt than this
-    margin: float = 10.0
-    rating_scale: float = 7.0
-    ratio: float = 0.2
+    learning_rate: float = Field(2e-5, gt=0)
+    epochs: int = Field(1, ge=1)
+    per_device_batch: int = Field(4, ge=1)  # prompts per micro-batch, each with all of its responses
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(256, ge=8)  # per (prompt, response) sequence; the prompt is cut from its left to fit
+    min_prompt_tokens: int = Field(16, ge=0)  # a response is cut (right) only when it would leave less prompt than this
+    margin: float = Field(10.0, ge=0)
+    rating_scale: float = Field(7.0, gt=0)
+    ratio: float = Field(0.2, ge=0)
     aggregate: Literal["mean", "max"] = "mean"
-    num_responses: int = 3  # responses per prompt for the contrastive objectives (best + a seeded sample)
+    num_responses: int = Field(3, ge=1)  # responses per prompt for the contrastive objectives (best + a seeded sample)
     seed: int = 0
 
     # Optimisation.
     lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_steps: int | None = None  # cap on optimizer steps (None: epochs decide)
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # cap on optimizer steps (None: epochs decide)
 
     # Baselines.
-    dpo_beta: float = 0.1
+    dpo_beta: float = Field(0.1, gt=0)
     dpo_label_smoothing: float = 0.0
     dpo_pairs: Literal["best_vs_rest", "best_vs_worst"] = "best_vs_rest"
-    sppo_eta: float = 1000.0  # η = 1/β with the SPPO paper's β = 1e-3
+    sppo_eta: float = Field(1000.0, gt=0)  # η = 1/β with the SPPO paper's β = 1e-3
     sft_baseline_source: Literal["all", "imitation"] = "all"  # sample types the SFT baseline's best responses come from
     # DPO/SPPO rank responses by their ratings; self-critique ratings rate the draft, not the feedback, so
     # by default those groups carry no preference between their responses and stay out.
@@ -43,7 +44,7 @@ class TrainingConfig(BaseModel):
     device: str = "auto"  # auto: cuda if available, else cpu
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA with bf16 support, else fp32
     gradient_checkpointing: bool = False
-    logprob_chunk_size: int = 1024  # response positions per LM-head chunk
+    logprob_chunk_size: int = Field(1024, ge=1)  # response positions per LM-head chunk
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     peak_tflops: float | None = Field(None, description="accelerator peak for MFU; None: looked up by device name")
 
@@ -61,10 +62,18 @@ class TrainingConfig(BaseModel):
     lora_target_modules: str | list[str] = "all-linear"
 
     # Checkpoints and tracking.
-    save_every: int = 50  # optimizer steps between resumable checkpoints
-    keep_checkpoints: int = 2
-    log_every: int = 1
+    save_every: int = Field(50, ge=1)  # optimizer steps between resumable checkpoints
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(1, ge=1)
     register_model: bool = True
+
+    @field_validator("base_model")
+    @classmethod
+    def _local_model_exists(cls, value: str) -> str:
+        problem = missing_local_model(value)
+        if problem:  # said now, not after the whole sandbox has run
+            raise ValueError(problem)
+        return value
 
     @classmethod
     def profile(cls, name: str) -> TrainingConfig:
