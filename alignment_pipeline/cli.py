@@ -6,28 +6,32 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+# Plain tracebacks: rich's walks an exception's cause/context chain without a guard and never ends on a cyclic
+# one (Dagster re-raises errors whose chain loops back on itself).
 app = typer.Typer(help="Stable Alignment as a Dagster pipeline: simulated society → aligned models.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False)
 bench_app = typer.Typer(help="Side-by-side speed and memory benchmarks.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 console = Console(soft_wrap=True)  # paths and table rows stay on one line, whatever the terminal width
 err = Console(stderr=True)
 
+# Global options, also accepted after the subcommands that use them (`demo --home X`); there they win.
+HomeOption = Annotated[Path | None, typer.Option(
+    "--home", help="Where everything is written (default $ALIGNMENT_HOME or ./.alignment).")]
+ProfileOption = Annotated[str | None, typer.Option(
+    "--profile", help="smoke | small | paper (default $ALIGNMENT_PROFILE or small: the real SmolLM2-135M-Instruct "
+    "in every role).")]
+SettingsOption = Annotated[Path | None, typer.Option(
+    "--settings", help="YAML/JSON file overriding profile fields (default $ALIGNMENT_SETTINGS).")]
 
-@app.callback()
-def main(
-    home: Path | None = typer.Option(None, "--home", help="Where everything is written (default $ALIGNMENT_HOME "
-                                        "or ./.alignment)."),
-    profile: str | None = typer.Option(None, "--profile", help="smoke | small | paper (default $ALIGNMENT_PROFILE or small: the real "
-                                        "SmolLM2-135M-Instruct in every role)."),
-    settings: Path | None = typer.Option(None, "--settings", help="YAML/JSON file overriding profile fields "
-                                         "(default $ALIGNMENT_SETTINGS)."),
-) -> None:
+
+def _export_options(home: Path | None = None, profile: str | None = None, settings: Path | None = None) -> None:
     # Exported so that Dagster steps started from here resolve the same home and profile.
     if home:
         os.environ["ALIGNMENT_HOME"] = str(home.expanduser().resolve())
@@ -35,6 +39,11 @@ def main(
         os.environ["ALIGNMENT_PROFILE"] = profile
     if settings:
         os.environ["ALIGNMENT_SETTINGS"] = str(settings.expanduser().resolve())
+
+
+@app.callback()
+def main(home: HomeOption = None, profile: ProfileOption = None, settings: SettingsOption = None) -> None:
+    _export_options(home, profile, settings)
 
 
 def _pipeline():
@@ -51,9 +60,11 @@ def _warehouse():
 def ingest(
     paths: list[Path] = typer.Argument(..., help="Prompt files (.jsonl, .csv, .txt)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON report per file."),
+    home: HomeOption = None,
 ) -> None:
     """Ingest prompt files. Exit 0: all rows accepted or already present; 3: some rows rejected (the good ones are
     stored); 2: a file could not be read."""
+    _export_options(home)
     from alignment_pipeline.prompts.ingest import PromptFileError, ingest_file
 
     pipeline = _pipeline()
@@ -134,9 +145,11 @@ def sql(
     name: str | None = typer.Option(None, "--name", help="Run a named query from sql/queries/."),
     fmt: str = typer.Option("table", "--format", help="table | csv | json"),
     list_queries: bool = typer.Option(False, "--list", help="List the named queries."),
+    home: HomeOption = None,
 ) -> None:
     """Query the warehouse, read-only: the file is opened read-only with external access off, nothing is created
     or migrated, and only SELECT (or EXPLAIN of a SELECT) runs; anything else is refused."""
+    _export_options(home)
     from rich.measure import Measurement
     from rich.text import Text
 
@@ -182,22 +195,48 @@ def sql(
 
 
 @app.command()
-def demo() -> None:
-    """Materialize the whole lineage in-process, offline (default profile small: the real SmolLM2-135M-Instruct as
-    every agent, observer, judge and training base; --profile smoke: tiny random models)."""
-    from alignment_pipeline.defs.demo import run_demo
+def demo(home: HomeOption = None, profile: ProfileOption = None, settings: SettingsOption = None) -> None:
+    """Materialize the whole lineage in-process, offline, through the jobs batch_lineage, training and benchmarks
+    (default profile small: the real SmolLM2-135M-Instruct as every agent, observer, judge and training base;
+    --profile smoke: tiny random models). Exit 1 when a step failed, naming it and its error."""
+    from rich.text import Text
 
-    pipeline = _pipeline()
-    console.print(f"profile [bold]{pipeline.config().profile}[/bold], home [bold]{pipeline.layout().root}[/bold], "
-                  f"inbox {pipeline.inbox_dir()}")
-    with console.status("working") as status:
-        summary = run_demo(pipeline, report=lambda msg: (status.update(msg), console.print(f"• {msg}")))
-    for what, run_id, ok in summary.runs:
-        console.print(f"{'[green]ok[/green]' if ok else '[red]failed[/red]'}  {what}  run {run_id}")
+    from alignment_pipeline.defs.demo import dagster_dev_hint, run_demo
+
+    _export_options(home, profile, settings)
+    try:
+        pipeline = _pipeline()
+        console.print(f"profile [bold]{pipeline.config().profile}[/bold], home [bold]{pipeline.layout().root}"
+                      f"[/bold], inbox {pipeline.inbox_dir()}")
+        with console.status("working") as status:
+            def report(msg: str) -> None:  # one line as each step starts and ends; the spinner shows the last
+                status.update(Text(msg))
+                console.print(Text(f"• {msg}"))
+
+            summary = run_demo(pipeline, report=report)
+    except (FileNotFoundError, ValueError) as exc:  # settings, profile, empty inbox: before any run started
+        err.print(Text.assemble(("demo stopped: ", "red"), f"{type(exc).__name__}: {exc}"), soft_wrap=True)
+        raise typer.Exit(2) from None
+    styles = {"ok": "green", "failed": "red", "skipped": "yellow"}
+    for s in summary.steps:
+        line = Text.assemble((f"{s.status:<8}", styles[s.status]), f"{s.what}  ({s.job}")
+        line.append(f", {s.seconds:.1f}s, run {s.run_id})" if s.run_id else ")")
+        if s.error:
+            line.append(f"  {s.error}", style="red" if s.status == "failed" else None)
+        console.print(line)
+    if summary.lineage:
+        console.print(Text(summary.lineage))
+    if summary.lineage_error:
+        err.print(Text.assemble(("lineage summary failed: ", "red"), summary.lineage_error), soft_wrap=True)
+    ran = len(summary.runs)
+    if summary.success:
+        console.print(f"done: {ran} runs. Explore: alignment-pipeline sql --list")
+    else:
+        failed = ", ".join(s.what for s in summary.failures) or "none"
+        console.print(Text.assemble(("failed: ", "red"), f"{failed} ({ran} runs)"))
+    console.print(Text(f"Dagster UI: {dagster_dev_hint(pipeline)}"))
     if not summary.success:
         raise typer.Exit(1)
-    console.print(f"done: {len(summary.runs)} runs. Explore: alignment-pipeline sql --list; "
-                  f"DAGSTER_HOME={pipeline.layout().dagster_home} dagster dev -w workspace.yaml")
 
 
 @app.command()
@@ -205,8 +244,10 @@ def export(
     fmt: str = typer.Option(..., "--format", help="grouped | pairs | sppo"),
     out: Path = typer.Option(..., "--out", help="Directory for the dataset (save_to_disk), Parquet and JSONL."),
     sample_type: str | None = typer.Option(None, "--sample-type", help="imitation | self_critique | realignment"),
+    home: HomeOption = None,
 ) -> None:
     """Export samples as a Hugging Face dataset: grouped (responses + ratings), pairs (DPO) or sppo (win-rates)."""
+    _export_options(home)
     from alignment_pipeline.samples.export import export_samples
 
     try:

@@ -120,6 +120,34 @@ def parent_run(home: HomeLayout, run_name: str, *, tags: Mapping[str, str], uri:
     return client.create_run(experiment.experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
 
 
+def running_runs(home: HomeLayout, uri: str | None = None) -> list:
+    """The experiment's runs still RUNNING (newest first). Nothing is created: none when the home's local store
+    or the experiment does not exist yet."""
+    import mlflow
+
+    resolved = tracking_uri(home, uri)
+    if resolved == f"sqlite:///{home.mlflow_db}" and not home.mlflow_db.exists():
+        return []
+    client = mlflow.MlflowClient(resolved)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return []
+    return list(client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                   max_results=5000))
+
+
+def end_run(home: HomeLayout, run_id: str, status: str = "FINISHED", *, note: str | None = None,
+            uri: str | None = None) -> None:
+    """Mark a run terminated (FINISHED | FAILED | KILLED), e.g. one a killed process left RUNNING; `note`
+    becomes its `alignment/ended_by` tag."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri(home, uri))
+    if note:
+        client.set_tag(run_id, "alignment/ended_by", note[:5000])
+    client.set_terminated(run_id, status=status)
+
+
 def run_link(home: HomeLayout, run_id: str, uri: str | None = None) -> str:
     """A browser link for a run on an MLflow server, else where the local store keeps it."""
     import mlflow

@@ -48,6 +48,9 @@ def test_demo_materializes_the_whole_lineage(pipeline):
         [f"batch {batch_key(pipeline.inbox_dir() / 'batch_a.jsonl')}", "training"] + [f"benchmarks {c}" for c in CHECKPOINTS])
 
     instance = home_instance(pipeline.layout())
+    # Through the named jobs, so Dagster's overview shows them (not __ephemeral_asset_job__).
+    assert [instance.get_run_by_id(run_id).job_name for _, run_id, _ in summary.runs] == (
+        ["batch_lineage", "training"] + ["benchmarks"] * len(CHECKPOINTS))
     expected = {"seed_prompts", "sandbox_transcripts", "scored_revisions", "alignment_samples",
                 "benchmark_tables", *(f"checkpoints/{c}" for c in CHECKPOINTS if c != "base")}
     materialized = {key.to_user_string() for key in instance.get_asset_keys()}
@@ -80,10 +83,15 @@ def test_demo_materializes_the_whole_lineage(pipeline):
     assert "curriculum" in by_name and "stage1_imitation" in by_name
     assert by_name["stage1_imitation"].data.tags["mlflow.parentRunId"] == by_name["curriculum"].info.run_id
     assert by_name["stage1_imitation"].data.tags["dagster_run_id"]
+    # Nothing left RUNNING, the curriculum parent included (it ends with its training run).
+    assert {r.info.run_name: r.info.status for r in runs if r.info.status != "FINISHED"} == {}
 
     # The demo again adds nothing: the sandbox resumes a complete world, samples are replaced in place.
     again = run_demo(pipeline, report=lambda _msg: None)
     assert again.success
+    assert again.recovered == []  # the first demo left nothing RUNNING
+    assert not mlflow.search_runs(experiment_names=["alignment_pipeline"], filter_string="attributes.status = 'RUNNING'",
+                                  output_format="list")
     assert warehouse.count("sandbox_interactions") == 4
     runner = CliRunner()
     printed = runner.invoke(app, ["--home", pipeline.home, "sql", "--name", "benchmark_table", "--format", "json"])

@@ -1,15 +1,45 @@
-"""Materialize the whole lineage in-process: every inbox batch, then training, then benchmarks."""
+"""Materialize the whole lineage in-process through the named jobs (defs/automation.py): every inbox batch
+(`batch_lineage`), then `training`, then `benchmarks` of each checkpoint, one Dagster run per step in the
+home's instance, so `dagster dev` shows them under their jobs.
 
-from collections.abc import Callable
+A failed step never raises out of `run_demo`: it is recorded with the user code's error, and the demo goes on
+only where that makes sense (a failed batch stops training and benchmarks; a failed training run still
+benchmarks the base model and the checkpoints it did train). On start, runs a killed demo left behind are
+ended: Dagster runs STARTED whose process is gone are marked failed, and MLflow runs still RUNNING for a
+Dagster run that has finished are marked FINISHED / FAILED / KILLED to match; after each step the same
+ends the `curriculum` parent run of a training run (its steps share it, and none of them ends it)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+import os
+import re
+import shlex
+import time
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import dagster as dg
 
-from alignment_pipeline.defs.common import BATCH_STAGE, BENCHMARK_STAGE, TRAINING_STAGE
+from alignment_pipeline.defs.automation import batch_lineage_job, benchmark_job, training_job
 from alignment_pipeline.defs.partitions import CHECKPOINTS, prompt_batches
 from alignment_pipeline.defs.resources import PipelineResource
 from alignment_pipeline.paths import HomeLayout
 from alignment_pipeline.prompts.ingest import batch_key, list_inbox
+
+DEMO_TAGS = {"alignment/entry": "demo"}
+ENDED_BY = "alignment-pipeline demo"
+# Dagster's wrappers around the exception user code raised; the error shown is the one inside.
+_WRAPPERS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError", "DagsterResourceFunctionError"}
+# Libraries whose info lines, warnings and progress bars would bury the demo's own lines (errors still show).
+_QUIET_LOGGERS = {"transformers": logging.ERROR, "lm_eval": logging.ERROR, "lm-eval": logging.ERROR,
+                  "datasets": logging.ERROR, "huggingface_hub": logging.ERROR, "accelerate": logging.ERROR,
+                  "peft": logging.ERROR, "mlflow": logging.WARNING, "alembic": logging.WARNING,
+                  "urllib3": logging.WARNING, "filelock": logging.WARNING, "fsspec": logging.WARNING}
 
 
 def home_instance(layout: HomeLayout) -> dg.DagsterInstance:
@@ -23,28 +53,238 @@ def home_instance(layout: HomeLayout) -> dg.DagsterInstance:
 
 
 @dataclass
+class StepOutcome:
+    what: str  # "batch <key>", "training", "benchmarks <checkpoint>"
+    job: str  # the named job it ran (or would have run)
+    status: str  # ok | failed | skipped
+    run_id: str = ""
+    seconds: float = 0.0
+    error: str = ""  # failed: the user code's error (per failed Dagster step); skipped: why
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
 class DemoSummary:
     batches: list[str] = field(default_factory=list)
-    runs: list[tuple[str, str, bool]] = field(default_factory=list)  # (what, run_id, success)
+    steps: list[StepOutcome] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)  # runs a killed demo left behind, ended on start
+    ended: list[str] = field(default_factory=list)  # MLflow runs ended after their Dagster run (curriculum parents)
+    lineage: str | None = None  # alignment_pipeline.summary.lineage_summary's text, when that module exists
+    lineage_error: str | None = None  # why that text could not be made
+
+    @property
+    def runs(self) -> list[tuple[str, str, bool]]:
+        """(what, run_id, success) of every step that ran."""
+        return [(s.what, s.run_id, s.ok) for s in self.steps if s.status != "skipped"]
+
+    @property
+    def failures(self) -> list[StepOutcome]:
+        return [s for s in self.steps if s.status == "failed"]
 
     @property
     def success(self) -> bool:
-        return all(ok for _, _, ok in self.runs)
+        return all(s.ok for s in self.steps)
 
 
-def _selection(tags: dict) -> dg.AssetSelection:
-    (key, value), = tags.items()
-    return dg.AssetSelection.tag(key, value)
+def dagster_dev_hint(pipeline: PipelineResource) -> str:
+    """The command that opens this home's runs in Dagster's UI, with the environment its runs need to find
+    the same home, profile, settings and inbox."""
+    from alignment_pipeline.config import DEFAULT_PROFILE
+
+    layout = pipeline.layout()
+    env = {"ALIGNMENT_HOME": str(layout.root)}
+    profile = pipeline.config().profile
+    if profile != DEFAULT_PROFILE:
+        env["ALIGNMENT_PROFILE"] = profile
+    if pipeline.settings_file:
+        env["ALIGNMENT_SETTINGS"] = str(os.path.abspath(os.path.expanduser(pipeline.settings_file)))
+    if pipeline.inbox:
+        env["ALIGNMENT_INBOX"] = str(pipeline.inbox_dir())
+    env["DAGSTER_HOME"] = str(layout.dagster_home)
+    return " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " dagster dev -w workspace.yaml"
 
 
-def run_demo(pipeline: PipelineResource, *, report: Callable[[str], None] = print) -> DemoSummary:
+# --- runs a killed demo left behind -------------------------------------------------------------------------
+
+
+def _run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The process that started the run (from its RUN_START event), if recorded."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START, limit=1).records
+    event = records[0].event_log_entry.dagster_event if records else None
+    return event.pid if event is not None else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+def fail_orphaned_runs(instance: dg.DagsterInstance) -> dict[str, str]:
+    """Mark failed the runs that are STARTED but whose process (from the RUN_START event) is gone: a killed
+    demo or run worker. Runs without a recorded pid, or whose pid is alive, are left alone. Returns
+    {run_id: note} of the runs marked."""
+    notes = {}
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        pid = _run_pid(instance, run.run_id)
+        if pid is None or _pid_alive(pid):
+            continue
+        instance.report_run_failed(run, message=f"its process {pid} is gone (killed?); marked failed by {ENDED_BY}")
+        notes[run.run_id] = (f"Dagster run {run.run_id} ({run.job_name}) was STARTED but its process {pid} is "
+                             "gone: marked failed")
+    return notes
+
+
+def end_stale_mlflow_runs(instance: dg.DagsterInstance, layout: HomeLayout,
+                          killed: frozenset[str] = frozenset()) -> list[str]:
+    """End the MLflow runs still RUNNING whose Dagster run (tag `dagster_run_id`, in this home's instance) has
+    finished: FINISHED for a successful Dagster run, KILLED for a canceled one or one in `killed`, else FAILED.
+    MLflow runs of other instances, or without the tag, are left alone."""
+    from alignment_pipeline import tracking
+
+    notes = []
+    for run in tracking.running_runs(layout):
+        dagster_run_id = run.data.tags.get("dagster_run_id")
+        dagster_run = instance.get_run_by_id(dagster_run_id) if dagster_run_id else None
+        if dagster_run is None or not dagster_run.is_finished:
+            continue
+        if dagster_run.status == dg.DagsterRunStatus.SUCCESS:
+            status = "FINISHED"
+        elif dagster_run.status == dg.DagsterRunStatus.CANCELED or dagster_run_id in killed:
+            status = "KILLED"
+        else:
+            status = "FAILED"
+        tracking.end_run(layout, run.info.run_id, status,
+                         note=f"{ENDED_BY}: Dagster run {dagster_run_id} is {dagster_run.status.value}")
+        notes.append(f"MLflow run {run.info.run_id} ({run.info.run_name}) was RUNNING after Dagster run "
+                     f"{dagster_run_id} ended: marked {status}")
+    return notes
+
+
+def recover_stale_runs(instance: dg.DagsterInstance, layout: HomeLayout) -> list[str]:
+    """What a killed demo left RUNNING in this home, ended: see `fail_orphaned_runs`, `end_stale_mlflow_runs`."""
+    failed = fail_orphaned_runs(instance)
+    return list(failed.values()) + end_stale_mlflow_runs(instance, layout, killed=frozenset(failed))
+
+
+# --- errors of a run -------------------------------------------------------------------------------------------
+
+
+def _error_text(error) -> str:
+    """The user code's error inside Dagster's wrappers, as `Type: message` (one line)."""
+    seen: set[int] = set()
+    while error.cls_name in _WRAPPERS and error.cause is not None and id(error) not in seen:
+        seen.add(id(error))
+        error = error.cause
+    text = (error.message or "").strip()
+    # "dagster._core.definitions.events.Failure: ..." -> "Failure: ..."
+    text = re.sub(r"^[\w.]+\.(\w+):", r"\1:", text, count=1)
+    return " ".join(text.split()) or error.cls_name
+
+
+def run_errors(result) -> str:
+    """The errors of a failed in-process run: each failed step with its user-code error (steps that failed
+    the same way are named together), else the run failure's own error."""
+    by_error: dict[str, list[str]] = {}
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        text = data.user_failure_data.description if (data.user_failure_data and
+                                                      data.user_failure_data.description) else None
+        text = text or (_error_text(data.error) if data.error else "failed")
+        by_error.setdefault(text, []).append(event.step_key)
+    if by_error:
+        return "; ".join(f"{', '.join(steps)}: {text}" for text, steps in by_error.items())
+    failure = result.get_run_failure_event()
+    data = failure.job_failure_data if failure is not None else None
+    if data is not None and data.error is not None:
+        return _error_text(data.error)
+    return failure.message if failure is not None and failure.message else "the run failed"
+
+
+def _exception_text(exc: BaseException) -> str:
+    seen: set[int] = set()
+    while type(exc).__name__ in _WRAPPERS and exc.__cause__ is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+# --- the console -------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Library info lines, warnings and progress bars off for the duration (errors still show); restored after."""
+    with contextlib.suppress(ImportError):
+        import mlflow  # noqa: F401  (configures its logger on import: do it before the level is set below)
+    saved = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    bars = None
+    try:
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        hf_logging = None
+    try:
+        for name, level in _QUIET_LOGGERS.items():
+            logging.getLogger(name).setLevel(level)
+        with warnings.catch_warnings():
+            for module in ("transformers", "lm_eval", "datasets", "huggingface_hub", "torch", "accelerate", "peft",
+                           "mlflow", "pydantic", "dagster"):
+                warnings.filterwarnings("ignore", module=rf"{module}(\.|$)")
+            yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+        if hf_logging is not None and bars:
+            hf_logging.enable_progress_bar()
+
+
+def _lineage_text(pipeline: PipelineResource, summary: DemoSummary) -> None:
+    """alignment_pipeline.summary.lineage_summary(warehouse), when that module exists; an error is recorded."""
+    try:
+        if importlib.util.find_spec("alignment_pipeline.summary") is None:
+            return
+        module = importlib.import_module("alignment_pipeline.summary")
+        make = getattr(module, "lineage_summary", None)
+        if make is None:
+            return
+        summary.lineage = make(pipeline.warehouse())
+    except Exception as exc:  # reported by the caller, never hidden; the steps' outcome stands
+        summary.lineage_error = _exception_text(exc)
+
+
+# --- the demo ----------------------------------------------------------------------------------------------------
+
+
+def run_demo(pipeline: PipelineResource, *, report: Callable[[str], None] = print, log_level: str = "INFO",
+             quiet: bool = True) -> DemoSummary:
+    """Every inbox batch, training, then benchmarks, each a run of its named job in the home's instance.
+    `report` gets one line as each step starts and one as it ends. `log_level`: Dagster's console log level for
+    the runs (INFO: the assets' own progress lines, without the framework's DEBUG events). `quiet`: library
+    info lines, warnings and progress bars off while it runs. Raises only before any run starts (no prompt
+    files in the inbox); a failed step is in the summary."""
+    with quiet_libraries() if quiet else contextlib.nullcontext():
+        return _run_demo(pipeline, report=report, log_level=log_level)
+
+
+def _run_demo(pipeline: PipelineResource, *, report: Callable[[str], None], log_level: str) -> DemoSummary:
     from alignment_pipeline.definitions import build_definitions
 
-    defs = build_definitions()
-    assets = list(defs.assets)
-    instance = home_instance(pipeline.layout())
-    resources = {"pipeline": pipeline}
+    layout = pipeline.layout()
+    instance = home_instance(layout)
     summary = DemoSummary()
+    summary.recovered = recover_stale_runs(instance, layout)
+    for note in summary.recovered:
+        report(note)
 
     files = list_inbox(pipeline.inbox_dir(), pipeline.config().prompts.extensions)
     summary.batches = [batch_key(p) for p in files]
@@ -52,17 +292,54 @@ def run_demo(pipeline: PipelineResource, *, report: Callable[[str], None] = prin
         raise FileNotFoundError(f"no prompt files in the inbox {pipeline.inbox_dir()}")
     instance.add_dynamic_partitions(prompt_batches.name, summary.batches)
 
-    def step(what: str, selection: dg.AssetSelection, partition_key: str | None = None) -> None:
-        if not selection.resolve(assets):
-            return
-        report(f"materializing {what}")
-        result = dg.materialize(assets, selection=selection, partition_key=partition_key, instance=instance,
-                                resources=resources, tags={"alignment/entry": "demo"})
-        summary.runs.append((what, result.run_id, result.success))
+    defs = build_definitions()
+    resources = {"pipeline": pipeline}
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level.upper()}}}}
 
-    for batch in summary.batches:
-        step(f"batch {batch}", _selection(BATCH_STAGE), batch)
-    step("training", _selection(TRAINING_STAGE))
-    for checkpoint in CHECKPOINTS:
-        step(f"benchmarks {checkpoint}", _selection(BENCHMARK_STAGE), checkpoint)
+    def skip(what: str, job: dg.UnresolvedAssetJobDefinition, why: str) -> None:
+        summary.steps.append(StepOutcome(what, job.name, "skipped", error=why))
+        report(f"skipped {what}: {why}")
+
+    def step(what: str, job: dg.UnresolvedAssetJobDefinition, partition_key: str | None = None):
+        report(f"start {what} (job {job.name})")
+        started = time.monotonic()
+        result = None
+        try:
+            result = defs.resolve_job_def(job.name).execute_in_process(
+                run_config=run_config, instance=instance, partition_key=partition_key, resources=resources,
+                raise_on_error=False, tags=DEMO_TAGS)
+        except Exception as exc:  # before or around the run (definitions, partition, storage): recorded, not raised
+            outcome = StepOutcome(what, job.name, "failed", error=_exception_text(exc))
+        else:
+            ok = result.success
+            outcome = StepOutcome(what, job.name, "ok" if ok else "failed", run_id=result.run_id,
+                                  error="" if ok else run_errors(result))
+        outcome.seconds = round(time.monotonic() - started, 1)
+        summary.steps.append(outcome)
+        try:  # the curriculum parent run of a training run, which no step ends
+            summary.ended += end_stale_mlflow_runs(instance, layout)
+        except Exception as exc:  # reported; the next demo start tries again
+            report(f"could not end the MLflow runs of finished Dagster runs: {_exception_text(exc)}")
+        report(f"{'done' if outcome.ok else 'FAILED'} {what} in {outcome.seconds:.1f}s"
+               + (f" (run {outcome.run_id})" if outcome.run_id else "")
+               + (f": {outcome.error}" if outcome.error else ""))
+        return result
+
+    batch_results = [step(f"batch {batch}", batch_lineage_job, batch) for batch in summary.batches]
+    benchmark_whats = [f"benchmarks {c}" for c in CHECKPOINTS]
+    if not all(r is not None and r.success for r in batch_results):
+        why = "a batch failed"
+        skip("training", training_job, why)
+        for what in benchmark_whats:
+            skip(what, benchmark_job, why)
+    else:
+        training = step("training", training_job)
+        trained = {key.path[-1] for key in (
+            {e.asset_key for e in training.get_asset_materialization_events()} if training is not None else set())}
+        for checkpoint, what in zip(CHECKPOINTS, benchmark_whats, strict=True):
+            if checkpoint == "base" or (training is not None and training.success) or checkpoint in trained:
+                step(what, benchmark_job, checkpoint)
+            else:
+                skip(what, benchmark_job, f"training did not produce checkpoint {checkpoint}")
+    _lineage_text(pipeline, summary)
     return summary

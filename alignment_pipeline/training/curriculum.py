@@ -121,27 +121,28 @@ def train_stage(warehouse: Warehouse | None, spec: StageSpec, *, base_model: str
 
 def run_curriculum(warehouse: Warehouse, config: TrainingConfig, home: HomeLayout, *, tags: dict | None = None,
                    baselines: bool = True) -> dict[str, TrainResult]:
-    """All three stages in order, then the baselines, under one parent MLflow run. A stage with no samples
-    is skipped (logged); the next stage then starts from the last checkpoint trained. One process: multi-GPU
-    training runs each stage under torchrun (training/launch.py)."""
+    """All three stages in order, then the baselines, under one parent MLflow run, which stays open while they
+    train and ends with them (FINISHED, or FAILED when a stage raises). A stage with no samples is skipped
+    (logged); the next stage then starts from the last checkpoint trained. One process: multi-GPU training runs
+    each stage under torchrun (training/launch.py)."""
     import mlflow
 
     from alignment_pipeline.tracking import start_run
 
+    results: dict[str, TrainResult] = {}
     with start_run(home, "curriculum", tags={str(k): str(v) for k, v in (tags or {}).items()},
                    params={"base_model": config.base_model}, nested=mlflow.active_run() is not None) as parent:
         parent_id = parent.info.run_id
-    results: dict[str, TrainResult] = {}
-    current_model, current_name = config.base_model, None
-    for spec in STAGES + (baseline_specs(config) if baselines else ()):
-        is_stage = spec in STAGES
-        start_model, start_name = (current_model, current_name) if is_stage else (config.base_model, None)
-        if not has_training_data(warehouse, spec, config):
-            log.warning("skipping %s: no usable %s samples", spec.kind, "/".join(spec.sample_types or ("any",)))
-            continue
-        result = train_stage(warehouse, spec, base_model=start_model, parent_checkpoint=start_name,
-                             config=config, home=home, parent_run_id=parent_id, tags=tags)
-        results[spec.kind] = result
-        if is_stage:
-            current_model, current_name = str(result.checkpoint_path), spec.kind
+        current_model, current_name = config.base_model, None
+        for spec in STAGES + (baseline_specs(config) if baselines else ()):
+            is_stage = spec in STAGES
+            start_model, start_name = (current_model, current_name) if is_stage else (config.base_model, None)
+            if not has_training_data(warehouse, spec, config):
+                log.warning("skipping %s: no usable %s samples", spec.kind, "/".join(spec.sample_types or ("any",)))
+                continue
+            result = train_stage(warehouse, spec, base_model=start_model, parent_checkpoint=start_name,
+                                 config=config, home=home, parent_run_id=parent_id, tags=tags)
+            results[spec.kind] = result
+            if is_stage:
+                current_model, current_name = str(result.checkpoint_path), spec.kind
     return results
