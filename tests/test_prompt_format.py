@@ -10,7 +10,13 @@ import pytest
 from transformers import AutoTokenizer, ByT5Tokenizer
 
 from alignment_pipeline.llm import packaged
-from alignment_pipeline.llm.prompt_format import ALPACA, ChatTemplateFormat, Prompt, cut_at_stop, prompt_format
+from alignment_pipeline.llm.prompt_format import (
+    ALPACA,
+    ChatTemplateFormat,
+    Prompt,
+    cut_at_stop,
+    prompt_format,
+)
 from alignment_pipeline.sandbox.answers import clean_answer, is_clean
 from alignment_pipeline.training.data import PromptGroup, tokenize_group
 

@@ -12,8 +12,6 @@ ends the `curriculum` parent run of a training run (its steps share it, and none
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import logging
 import os
 import re
@@ -72,7 +70,7 @@ class DemoSummary:
     steps: list[StepOutcome] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)  # runs a killed demo left behind, ended on start
     ended: list[str] = field(default_factory=list)  # MLflow runs ended after their Dagster run (curriculum parents)
-    lineage: str | None = None  # alignment_pipeline.summary.lineage_summary's text, when that module exists
+    lineage: str | None = None  # alignment_pipeline.summary.lineage_summary's text
     lineage_error: str | None = None  # why that text could not be made
 
     @property
@@ -249,15 +247,11 @@ def quiet_libraries() -> Iterator[None]:
 
 
 def _lineage_text(pipeline: PipelineResource, summary: DemoSummary) -> None:
-    """alignment_pipeline.summary.lineage_summary(warehouse), when that module exists; an error is recorded."""
+    """alignment_pipeline.summary.lineage_summary(warehouse); an error is recorded."""
+    from alignment_pipeline.summary import lineage_summary
+
     try:
-        if importlib.util.find_spec("alignment_pipeline.summary") is None:
-            return
-        module = importlib.import_module("alignment_pipeline.summary")
-        make = getattr(module, "lineage_summary", None)
-        if make is None:
-            return
-        summary.lineage = make(pipeline.warehouse())
+        summary.lineage = lineage_summary(pipeline.warehouse())
     except Exception as exc:  # reported by the caller, never hidden; the steps' outcome stands
         summary.lineage_error = _exception_text(exc)
 
