@@ -201,7 +201,7 @@ def demo(home: HomeOption = None, profile: ProfileOption = None, settings: Setti
     --profile smoke: tiny random models). Exit 1 when a step failed, naming it and its error."""
     from rich.text import Text
 
-    from alignment_pipeline.defs.demo import dagster_dev_hint, run_demo
+    from alignment_pipeline.defs.demo import HomeBusy, dagster_dev_hint, run_demo
 
     _export_options(home, profile, settings)
     try:
@@ -214,7 +214,7 @@ def demo(home: HomeOption = None, profile: ProfileOption = None, settings: Setti
                 console.print(Text(f"• {msg}"))
 
             summary = run_demo(pipeline, report=report)
-    except (FileNotFoundError, ValueError) as exc:  # settings, profile, empty inbox: before any run started
+    except (FileNotFoundError, ValueError, HomeBusy) as exc:  # settings, profile, empty inbox, busy home: no run started
         err.print(Text.assemble(("demo stopped: ", "red"), f"{type(exc).__name__}: {exc}"), soft_wrap=True)
         raise typer.Exit(2) from None
     styles = {"ok": "green", "failed": "red", "skipped": "yellow"}

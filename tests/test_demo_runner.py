@@ -270,3 +270,13 @@ def test_the_cli_demo_exits_1_naming_the_failed_step(tmp_path):
     statuses = {(r.info.run_name, r.data.tags.get("dagster_run_id")): r.info.status for r in _mlflow_runs(layout)}
     assert "RUNNING" not in statuses.values(), statuses
     assert statuses[("stage1_imitation", killed)] == "KILLED"
+
+
+def test_a_second_demo_on_a_busy_home_stops_before_any_run(home):
+    from filelock import FileLock
+
+    pipeline = PipelineResource(home=str(home))
+    with FileLock(str(pipeline.layout().root / ".demo.lock")):
+        with pytest.raises(demo_module.HomeBusy, match="another demo is running"):
+            run_demo(pipeline, report=lambda _msg: None)
+    assert not list(home_instance(pipeline.layout()).get_runs())

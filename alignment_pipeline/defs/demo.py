@@ -266,8 +266,24 @@ def run_demo(pipeline: PipelineResource, *, report: Callable[[str], None] = prin
     the runs (INFO: the assets' own progress lines, without the framework's DEBUG events). `quiet`: library
     info lines, warnings and progress bars off while it runs. Raises only before any run starts (no prompt
     files in the inbox); a failed step is in the summary."""
-    with quiet_libraries() if quiet else contextlib.nullcontext():
-        return _run_demo(pipeline, report=report, log_level=log_level)
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(pipeline.layout().root / ".demo.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        # Two demos on one home would race on the same world's rows; the second stops before any run.
+        raise HomeBusy(f"another demo is running on the home {pipeline.layout().root} "
+                       f"(lock {lock.lock_file}); wait for it or use another --home") from None
+    try:
+        with quiet_libraries() if quiet else contextlib.nullcontext():
+            return _run_demo(pipeline, report=report, log_level=log_level)
+    finally:
+        lock.release()
+
+
+class HomeBusy(RuntimeError):
+    """Another demo holds the home."""
 
 
 def _run_demo(pipeline: PipelineResource, *, report: Callable[[str], None], log_level: str) -> DemoSummary:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 from alignment_pipeline.samples.template import (
     INPUT_HEADER,
@@ -113,15 +112,3 @@ def prompt_format(tokenizer) -> PromptFormat:
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         return ChatTemplateFormat(tokenizer)
     return ALPACA
-
-
-@lru_cache(maxsize=8)
-def _tokenizer_at(path: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
-
-
-def prompt_format_at(model_path: str) -> PromptFormat:
-    """The format of the model saved at `model_path` (its tokenizer decides)."""
-    return prompt_format(_tokenizer_at(str(model_path)))
