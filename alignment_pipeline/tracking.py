@@ -13,6 +13,11 @@ from pathlib import Path
 from alignment_pipeline.paths import HomeLayout
 
 EXPERIMENT = "alignment_pipeline"
+# MLflow 3.x's UI opens an experiment on the view its `mlflow.experimentKind` tag names; without it, it guesses
+# (the empty GenAI "Traces" view for a fresh experiment). The mlflow package has no Python constant for it:
+# the key and values are the UI's (ExperimentKind in mlflow/server/js).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 _SECRET_NAME = re.compile(r"(api[_-]?key|token|secret|password|passwd|authorization|credential)", re.I)
 REDACTED = "***"
 
@@ -23,19 +28,44 @@ def tracking_uri(home: HomeLayout, uri: str | None = None) -> str:
 
 
 def configure(home: HomeLayout, uri: str | None = None, experiment: str = EXPERIMENT) -> str:
-    """Point MLflow at the home (or `uri`) and make sure the experiment exists with its artifacts under the
-    home. Returns the tracking URI in use."""
+    """Point MLflow at the home (or `uri`) and make sure the experiment exists, marked as a model-training
+    experiment (an existing one is marked when next used), with its artifacts under the home. Returns the
+    tracking URI in use."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     resolved = tracking_uri(home, uri)
     # Decided before set_tracking_uri, which also exports MLFLOW_TRACKING_URI.
     local = resolved == f"sqlite:///{home.mlflow_db}"
+    if local:
+        prepare_local_store(home)
     mlflow.set_tracking_uri(resolved)
-    if mlflow.get_experiment_by_name(experiment) is None:
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
         location = home.mlflow_artifacts.as_uri() if local else None
-        mlflow.create_experiment(experiment, artifact_location=location)
+        try:
+            mlflow.create_experiment(experiment, artifact_location=location,
+                                     tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+        except MlflowException as exc:  # another process created it in between
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+    elif found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+        mlflow.MlflowClient().set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
     mlflow.set_experiment(experiment)
     return resolved
+
+
+def prepare_local_store(home: HomeLayout) -> None:
+    """Keep a new home's MLflow store from pointing outside the home. MLflow creates the `Default` experiment
+    (id 0) when it first opens a database, with its artifacts under the client's default root, `./mlruns` of
+    whatever the working directory is; a new store is created here with that root under the home
+    ($ALIGNMENT_HOME/mlartifacts/0). A store that already exists is left as it is."""
+    if home.mlflow_db.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(f"sqlite:///{home.mlflow_db}", home.mlflow_artifacts.as_uri())
+    store.engine.dispose()
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -142,10 +172,34 @@ def end_run(home: HomeLayout, run_id: str, status: str = "FINISHED", *, note: st
     becomes its `alignment/ended_by` tag."""
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri(home, uri))
+    resolved = tracking_uri(home, uri)
+    if resolved == f"sqlite:///{home.mlflow_db}":
+        prepare_local_store(home)
+    client = mlflow.MlflowClient(resolved)
     if note:
         client.set_tag(run_id, "alignment/ended_by", note[:5000])
     client.set_terminated(run_id, status=status)
+
+
+# Where `mlflow ui` serves by default: the link a run in the home's local store gets.
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def run_url(home: HomeLayout, run_id: str, uri: str | None = None) -> str:
+    """The browser address of a run's page: on the MLflow server when tracking to one, else on the local UI
+    that `ui_command` starts (`mlflow ui`'s default address)."""
+    import mlflow
+
+    resolved = tracking_uri(home, uri)
+    run = mlflow.MlflowClient(resolved).get_run(run_id)
+    server = resolved.rstrip("/") if resolved.startswith("http") else LOCAL_UI
+    return f"{server}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+
+def ui_command(home: HomeLayout, uri: str | None = None) -> str | None:
+    """The command that serves the runs' pages at LOCAL_UI; None when tracking to a server."""
+    resolved = tracking_uri(home, uri)
+    return None if resolved.startswith("http") else f"mlflow ui --backend-store-uri {resolved}"
 
 
 def run_link(home: HomeLayout, run_id: str, uri: str | None = None) -> str:

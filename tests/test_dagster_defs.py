@@ -69,8 +69,10 @@ def test_seed_prompts_asset_keeps_good_rows_and_reports_rejects(tmp_path):
         result = dg.materialize([seed_prompts], partition_key="mixed.jsonl", instance=instance,
                                 resources={"pipeline": resource})
         assert result.success
-        checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-        assert checks == {"no_empty_text": True, "unique_hash": True, "rejected_rows": True}
+        checks = {c.check_name: (c.passed, c.severity) for c in result.get_asset_check_evaluations()}
+        assert checks == {"no_empty_text": (True, dg.AssetCheckSeverity.ERROR),
+                          "unique_hash": (True, dg.AssetCheckSeverity.ERROR),
+                          "rejected_rows": (False, dg.AssetCheckSeverity.WARN)}  # 2 rows rejected: a warning
     warehouse = resource.warehouse()
     assert warehouse.count("prompts") == 2
     rejected = warehouse.query("SELECT line, reason FROM rejected_prompts ORDER BY line")

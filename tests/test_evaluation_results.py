@@ -102,7 +102,7 @@ def test_bad_input_is_refused_before_any_work(tiny, warehouse):
         evaluate_checkpoint(warehouse, checkpoint="x", kind="base", model_path=tiny,
                             config=EvaluationConfig(tasks=["ap_nope"]), judge=_judge(5))
     assert [checkpoint_kind(c) for c in ("base", "stage2_self_critique", "dpo")] == [
-        "base", "stage2_self_critique", "baseline"]
+        "base", "stage", "baseline"]
     with pytest.raises(ValueError, match="distinct"):
         EvaluationConfig(tasks=["mic", "mic"])
     # the table itself refuses what the code would refuse

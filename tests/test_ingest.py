@@ -271,7 +271,7 @@ def test_checks_report_and_detect_problems(wh, tmp_path):
     assert check_unique_hash(wh).passed and check_unique_hash(wh).metadata["prompts"] == 1
     assert check_hash_matches_text(wh, batch).passed
     outcome = rejected_count_outcome(wh, batch)
-    assert outcome.passed and outcome.metadata["rejected"] == 3
+    assert not outcome.passed and outcome.severity == "WARN" and outcome.metadata["rejected"] == 3
     assert outcome.metadata["reasons"] == {"invalid JSON": 2, "empty prompt": 1}
     assert rejected_count_outcome(wh, "other.jsonl").metadata == {"batch": "other.jsonl", "rejected": 0, "reasons": {}}
 

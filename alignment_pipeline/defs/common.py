@@ -2,7 +2,8 @@
 
 
 import base64
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -16,14 +17,35 @@ DUCKDB_TAG = {"alignment/duckdb": "writer"}
 DUCKDB_POOL = "duckdb_writer"
 
 
-def check_specs(asset: str, names: Iterable[str], *, blocking: bool = False) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(name, asset=asset, blocking=blocking) for name in names]
+def check_specs(asset: str, checks: Mapping[str, Callable] | Iterable[Callable], *,
+                blocking: bool = False) -> list[dg.AssetCheckSpec]:
+    """Asset check specs for the domain check functions that compute them, each described by its function's
+    docstring (first paragraph), which the UI shows on the check's page. `checks` maps check names to
+    functions, or lists functions named `check_<name>`."""
+    named = checks.items() if isinstance(checks, Mapping) else [(_check_name(f), f) for f in checks]
+    return [dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=check_description(function))
+            for name, function in named]
+
+
+def check_description(function: Callable) -> str:
+    """The first paragraph of the function's docstring, on one line."""
+    doc = inspect.getdoc(function)
+    if not doc:
+        raise ValueError(f"check function {function.__qualname__} has no docstring to describe its check")
+    return " ".join(doc.split("\n\n", 1)[0].split())
+
+
+def _check_name(function: Callable) -> str:
+    if not function.__name__.startswith("check_"):
+        raise ValueError(f"{function.__qualname__} is not named check_<name>: pass {{name: function}} instead")
+    return function.__name__.removeprefix("check_")
 
 
 def check_results(outcomes: Iterable[CheckOutcome]) -> list[dg.AssetCheckResult]:
     return [
         dg.AssetCheckResult(
             check_name=o.name, passed=bool(o.passed), description=o.description,
+            severity=dg.AssetCheckSeverity(o.severity),
             metadata={k: _plain(v) for k, v in o.metadata.items()},
         )
         for o in outcomes
@@ -34,6 +56,20 @@ def png_markdown(path: Path, title: str) -> dg.MetadataValue:
     """An image embedded in markdown metadata, so the UI shows it without a file server."""
     data = base64.b64encode(Path(path).read_bytes()).decode()
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{data})")
+
+
+def mlflow_run_metadata(home, run_id: str | None) -> dict:
+    """`mlflow_run`: a clickable link to the run's page (on the tracking server, else on the local `mlflow ui`,
+    whose command comes along as `mlflow_ui`); nothing without a run."""
+    from alignment_pipeline import tracking
+
+    if not run_id:
+        return {}
+    metadata = {"mlflow_run": dg.MetadataValue.url(tracking.run_url(home, run_id))}
+    command = tracking.ui_command(home)
+    if command:
+        metadata["mlflow_ui"] = dg.MetadataValue.text(command)
+    return metadata
 
 
 def plain_metadata(values: dict) -> dict:

@@ -31,6 +31,7 @@ def benchmark_tables(context: dg.AssetExecutionContext, pipeline: PipelineResour
         evaluate_checkpoint,
         log_metrics_to_run,
     )
+    from alignment_pipeline.evaluation.report import benchmark_frame, identical_measured_rows
     from alignment_pipeline.llm.models import resolve_model_path
     from alignment_pipeline.training.lineage import checkpoint_row
 
@@ -49,8 +50,15 @@ def benchmark_tables(context: dg.AssetExecutionContext, pipeline: PipelineResour
     logged = log_metrics_to_run(run_id, report.rows, home=home)
     with tempfile.TemporaryDirectory() as tmp:
         chart = png_markdown(benchmark_chart_png(warehouse, Path(tmp) / "bench.png"), "benchmarks")
+    identical = identical_measured_rows(warehouse)
+    # The partition is this checkpoint's rows of benchmark_results (rows_written: those this run replaced;
+    # rows of other tasks evaluated earlier stay); `table` shows every model, counted by table_rows.
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": report.rows_written, "mlflow_metrics_logged": logged,
-        "table": dg.MetadataValue.md(benchmark_markdown(warehouse)), "chart": chart,
         **plain_metadata(report.metadata()),
+        "dagster/row_count": warehouse.count("benchmark_results", "checkpoint = ?", [checkpoint]),
+        "mlflow_metrics_logged": logged,
+        "table": dg.MetadataValue.md(benchmark_markdown(warehouse)),
+        "table_rows": benchmark_frame(warehouse).height, "chart": chart,
+        "identical_results": bool(identical),
+        **({"identical_models": dg.MetadataValue.json(identical)} if identical else {}),
     })

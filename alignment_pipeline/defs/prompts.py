@@ -20,12 +20,11 @@ from alignment_pipeline.prompts.ingest import (
     list_inbox,
 )
 
-CHECKS = ("no_empty_text", "unique_hash", "rejected_rows")
-
 
 @batch_asset(
     group_name="prompts",
-    check_specs=check_specs("seed_prompts", CHECKS),
+    check_specs=check_specs(
+        "seed_prompts", (checks.check_no_empty_text, checks.check_unique_hash, checks.check_rejected_rows)),
     description="Prompts of one inbox file, whitespace-normalised and deduplicated across batches; bad rows are "
                 "quarantined in rejected_prompts with their line and reason.",
 )
@@ -52,7 +51,7 @@ def seed_prompts(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
     outcomes = [
         checks.check_no_empty_text(warehouse, batch),
         checks.check_unique_hash(warehouse),
-        checks.rejected_count_outcome(warehouse, batch),
+        checks.check_rejected_rows(warehouse, batch),
     ]
     total = warehouse.count("prompts", BATCH_PROMPTS_WHERE, [batch, batch])
     return dg.MaterializeResult(

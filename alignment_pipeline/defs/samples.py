@@ -9,13 +9,17 @@ from alignment_pipeline.defs.common import (
     plain_metadata,
 )
 from alignment_pipeline.defs.resources import PipelineResource
-from alignment_pipeline.samples.checks import BLOCKING_CHECK_NAMES, CHECK_NAMES
+from alignment_pipeline.samples import checks as sample_checks
 
 
 @batch_asset(
     deps=["scored_revisions"], group_name="samples",
-    check_specs=[*check_specs("alignment_samples", BLOCKING_CHECK_NAMES, blocking=True),
-                 *check_specs("alignment_samples", [n for n in CHECK_NAMES if n not in BLOCKING_CHECK_NAMES])],
+    check_specs=[*check_specs("alignment_samples", {
+                     "samples_rating_in_range": sample_checks.check_rating_in_range,
+                     "samples_nonempty_response": sample_checks.check_nonempty_response,
+                     "samples_unique_id": sample_checks.check_unique_id,
+                     "samples_traceable": sample_checks.check_traceable}, blocking=True),
+                 *check_specs("alignment_samples", {"samples_type_shares": sample_checks.check_type_shares})],
     description="(prompt, response, rating) samples of three kinds; rematerialising a batch replaces only its "
                 "rows. Bad data fails a blocking check and stops training.",
 )

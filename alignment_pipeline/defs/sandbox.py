@@ -13,6 +13,7 @@ from alignment_pipeline.defs.common import (
     png_markdown,
 )
 from alignment_pipeline.defs.resources import PipelineResource
+from alignment_pipeline.sandbox import checks as sandbox_checks
 
 # The library imports numpy, torch and sentence-transformers: imported inside the assets so that loading the
 # definitions (UI, sensor ticks) stays fast.
@@ -20,8 +21,10 @@ from alignment_pipeline.defs.resources import PipelineResource
 
 @batch_asset(
     deps=["seed_prompts"], group_name="sandbox",
-    check_specs=[*check_specs("sandbox_transcripts", ("ratings_valid", "interactions_complete", "revisions_differ")),
-                 *check_specs("sandbox_transcripts", ("outputs_clean",), blocking=True)],
+    check_specs=[*check_specs("sandbox_transcripts", (sandbox_checks.check_ratings_valid,
+                                                      sandbox_checks.check_interactions_complete,
+                                                      sandbox_checks.check_revisions_differ)),
+                 *check_specs("sandbox_transcripts", (sandbox_checks.check_outputs_clean,), blocking=True)],
     description="Back-Scatter rounds of a grid of LLM agents with memory: drafts, neighbour feedback with 1-7 "
                 "ratings, revisions. Resumes where a crashed run stopped.",
 )
@@ -47,7 +50,7 @@ def sandbox_transcripts(context: dg.AssetExecutionContext, pipeline: PipelineRes
 
 @batch_asset(
     deps=[sandbox_transcripts], group_name="sandbox",
-    check_specs=check_specs("scored_revisions", ("ratings_valid",)),
+    check_specs=check_specs("scored_revisions", (sandbox_checks.check_ratings_valid,)),
     description="Memoryless observers rate alignment and engagement (1-7) of each draft and revision.",
 )
 def scored_revisions(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:

@@ -6,6 +6,7 @@ from alignment_pipeline.defs.common import (
     DUCKDB_POOL,
     DUCKDB_TAG,
     TRAINING_STAGE,
+    mlflow_run_metadata,
     plain_metadata,
     png_markdown,
 )
@@ -65,7 +66,7 @@ def train_checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineResour
     return dg.MaterializeResult(metadata={
         **plain_metadata(result.metadata()),
         "loss_curve": png_markdown(result.loss_curve_png, f"{kind} loss"),
-        "mlflow_run": tracking.run_link(home, result.mlflow_run_id),
+        **mlflow_run_metadata(home, result.mlflow_run_id),
     })
 
 

@@ -15,6 +15,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("truthfulqa_mc1", "TruthfulQA MC1"),
 )
 JUDGE_COLUMNS = ("hh", "hh_a")  # 1..10; the rest are accuracies in 0..1
+CHART_WIDTH_PX, CHART_DPI = 1100, 110
 
 _ORDERED = """
 SELECT * FROM benchmark_table
@@ -32,20 +33,50 @@ def benchmark_frame(warehouse: Warehouse, *, include_paper: bool = True) -> pl.D
 
 def benchmark_markdown(warehouse: Warehouse, *, include_paper: bool = True) -> str:
     """The pivot as a markdown table shaped like the paper's: measured values as `value ± stderr`, the
-    paper's rows marked `paper`, the data behind our rows (real, fixture or both) in the last column."""
+    paper's rows marked `paper`, the data behind our rows (real, fixture or both) in the last column. When
+    measured rows show the same value on every benchmark, a warning line comes first (see
+    `identical_measured_rows`)."""
     frame = benchmark_frame(warehouse, include_paper=include_paper)
     head = ["model", "kind", "source", *(title for _, title in COLUMNS), "data"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in frame.iter_rows(named=True):
         cells = [_escape(row["model"]), row["kind"], row["source"]]
         for column, _ in COLUMNS:
-            cells.append(_cell(row[column], row[f"{column}_stderr"],
-                               digits=2 if column in JUDGE_COLUMNS or row["source"] == "paper" else 3))
+            cells.append(_cell(row[column], row[f"{column}_stderr"], digits=_digits(column, row["source"])))
         cells.append(row["datasets"] or "")
         lines.append("| " + " | ".join(cells) + " |")
     if frame.height == 0:
         lines.append("| (no results yet) |" + " |" * (len(head) - 1))
-    return "\n".join(lines) + "\n"
+    warnings = [identical_warning(group) for group in _identical(frame)]
+    return "".join(f"{w}\n\n" for w in warnings) + "\n".join(lines) + "\n"
+
+
+def identical_measured_rows(warehouse: Warehouse) -> list[list[str]]:
+    """Groups (two or more models each) of measured rows that show the same value on every benchmark column,
+    as the table prints them. Usually the models cannot be told apart by this evaluation (random-init or
+    barely trained weights, too few items): differences between them are not to be read into."""
+    return _identical(benchmark_frame(warehouse, include_paper=False))
+
+
+def identical_warning(models: list[str]) -> str:
+    return (f"> **Warning:** {', '.join(_escape(m) for m in models)} have identical results on every benchmark: "
+            "this evaluation does not tell them apart (random-init or barely trained models, or too few "
+            "items); their differences below are not measured ones.")
+
+
+def _identical(frame: pl.DataFrame) -> list[list[str]]:
+    groups: dict[tuple, list[str]] = {}
+    for row in frame.iter_rows(named=True):
+        if row["source"] != "measured":
+            continue
+        shown = tuple(_cell(row[c], None, digits=_digits(c, "measured")) for c, _ in COLUMNS)
+        if any(v != _MISSING for v in shown):
+            groups.setdefault(shown, []).append(row["model"])
+    return [models for models in groups.values() if len(models) > 1]
+
+
+def _digits(column: str, source: str) -> int:
+    return 2 if column in JUDGE_COLUMNS or source == "paper" else 3
 
 
 def benchmark_chart_png(warehouse: Warehouse, path: str | Path, *, include_paper: bool = True) -> Path:
@@ -64,7 +95,8 @@ def benchmark_chart_png(warehouse: Warehouse, path: str | Path, *, include_paper
         ([c for c in COLUMNS if c[0] not in JUDGE_COLUMNS], "accuracy", (0, 1)),
     )
     models = frame.to_dicts()
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), gridspec_kw={"width_ratios": [1, 2]})
+    # At most CHART_WIDTH_PX wide: Dagster's metadata dialog is 1280 px and cuts off anything wider.
+    fig, axes = plt.subplots(1, 2, figsize=(CHART_WIDTH_PX / CHART_DPI, 5.5), gridspec_kw={"width_ratios": [1, 2]})
     cmap = plt.get_cmap("tab20")
     width = 0.8 / max(len(models), 1)
     for ax, (columns, label, limits) in zip(axes, groups, strict=True):
@@ -85,14 +117,17 @@ def benchmark_chart_png(warehouse: Warehouse, path: str | Path, *, include_paper
         fig.legend(loc="lower center", ncol=min(4, len(models)), fontsize=7, frameon=False)
     fig.suptitle("Benchmarks (hatched: reported in the paper)")
     fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(models) / 4), 1, 0.95))
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=CHART_DPI)
     plt.close(fig)
     return out
 
 
+_MISSING = "–"
+
+
 def _cell(value: float | None, stderr: float | None, *, digits: int) -> str:
     if value is None:
-        return "–"
+        return _MISSING
     text = f"{value:.{digits}f}"
     if stderr is not None:
         text += f" ± {stderr:.{digits}f}"

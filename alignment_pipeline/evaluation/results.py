@@ -77,10 +77,13 @@ def validate_kind(kind: str) -> str:
 
 
 def checkpoint_kind(name: str) -> str:
-    """The benchmark kind of a pipeline checkpoint: `base`; a curriculum stage keeps its name
-    (stage1_imitation, ...); any other trained model (sft, dpo, sppo, ...) is a `baseline`."""
-    if name == "base" or name.startswith("stage"):
+    """The benchmark kind of a pipeline checkpoint: `base`; `stage` for a curriculum stage (stage1_imitation,
+    ...: the model column names it, as the paper's rows of kind `stage` do); any other trained model (sft,
+    dpo, sppo, ...) is a `baseline`."""
+    if name == "base":
         return name
+    if name.startswith("stage"):
+        return "stage"
     return "baseline"
 
 

@@ -47,9 +47,10 @@ def check_hash_matches_text(warehouse: Warehouse, batch: str) -> CheckOutcome:
     )
 
 
-def rejected_count_outcome(warehouse: Warehouse, batch: str) -> CheckOutcome:
-    """Always passes: reports how many rows of the batch's file as last ingested were rejected and why (grouped
-    by reason kind). Rejections of earlier versions of the file stay in rejected_prompts but are not counted."""
+def check_rejected_rows(warehouse: Warehouse, batch: str) -> CheckOutcome:
+    """Warns when rows of the batch's file (as last ingested) were rejected: the good rows are stored, the bad
+    ones are quarantined in rejected_prompts with their line and reason (counted here by reason kind).
+    Rejections of earlier versions of the file stay in rejected_prompts but are not counted."""
     frame = warehouse.query(
         "SELECT split_part(reason, ':', 1) AS kind, count(*) AS n FROM rejected_prompts r "
         "WHERE batch = ? AND file_sha256 = coalesce("
@@ -59,7 +60,12 @@ def rejected_count_outcome(warehouse: Warehouse, batch: str) -> CheckOutcome:
     rejected = sum(reasons.values())
     return CheckOutcome(
         name="rejected_rows",
-        passed=True,
-        description=f"{rejected} rows of batch {batch!r} were rejected",
+        passed=rejected == 0,
+        severity="WARN",
+        description=f"{rejected} rows of batch {batch!r} were rejected"
+                    + (" (see rejected_prompts)" if rejected else ""),
         metadata={"batch": batch, "rejected": rejected, "reasons": reasons},
     )
+
+
+rejected_count_outcome = check_rejected_rows  # the former name

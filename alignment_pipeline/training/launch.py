@@ -89,11 +89,14 @@ def _train(args: argparse.Namespace, config, home, runtime):
 
 def materialization_metadata(result, home, world_size: int) -> dict:
     """What rank 0 reports to Dagster: the same fields the in-process asset shows, plus the world size."""
-    from alignment_pipeline.tracking import run_link
+    from alignment_pipeline.tracking import run_url, ui_command
 
     metadata: dict = dict(result.metadata())
     metadata["world_size"] = world_size
-    metadata["mlflow_run"] = run_link(home, result.mlflow_run_id)
+    if result.mlflow_run_id:  # a link in the UI, as the in-process asset shows it (defs/common.py)
+        metadata["mlflow_run"] = {"raw_value": run_url(home, result.mlflow_run_id), "type": "url"}
+        if ui_command(home):
+            metadata["mlflow_ui"] = ui_command(home)
     png = Path(result.loss_curve_png)
     if png.exists():  # embedded, so the UI shows it without a file server
         data = base64.b64encode(png.read_bytes()).decode()

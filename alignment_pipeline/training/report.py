@@ -34,8 +34,16 @@ def plot_loss_curve(history: list[dict], out_png: Path, *, title: str) -> Path:
     return out_png
 
 
+REGISTERED_MODEL_PREFIX = "alignment-pipeline-"
+
+
 def registered_model_name(run_name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", run_name).strip("-") or "model"
+    """The registry name of a stage's model: the project prefix and the run name (e.g.
+    `alignment-pipeline-dpo`), so that the stages' models do not collide with other projects' `dpo` or `sft`
+    in a shared registry. Letters, digits, `_`, `.` and `-` only (MLflow refuses `/` and `:`; these also suit
+    registries that are stricter)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_name).strip("-") or "model"
+    return name if name.startswith(REGISTERED_MODEL_PREFIX) else REGISTERED_MODEL_PREFIX + name
 
 
 def log_and_register(model_dir: Path, *, run_id: str, name: str, tags: dict[str, str]) -> str:
