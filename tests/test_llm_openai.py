@@ -257,3 +257,17 @@ def test_score_continuations_without_logprobs_raises_not_implemented():
             b.score_continuations(["rate A"], ["1", "2", "3"])
         with pytest.raises(NotImplementedError, match="single short-token"):
             b.score_continuations(["rate A"], ["yes please", "no"])
+
+
+def test_an_echoed_key_is_redacted_in_base64_too(monkeypatch):
+    import base64
+
+    from alignment_pipeline.llm.openai_compat import OpenAIBackend
+
+    key = "sk-test-SECRET-0123456789"
+    monkeypatch.setenv("AP_TEST_KEY", key)
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9", api_key_env="AP_TEST_KEY")
+    echoes = [key, base64.b64encode(key.encode()).decode(), base64.b64encode(f"Bearer {key}".encode()).decode(),
+              base64.urlsafe_b64encode(f":{key}".encode()).decode().rstrip("=")]
+    text = backend._redact("rejected: " + " | ".join(echoes))
+    assert key not in text and not any(e in text for e in echoes[1:]) and text.count("***") == 4

@@ -7,6 +7,7 @@ appears in logs, errors or repr."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import email.utils
 import logging
@@ -264,10 +265,23 @@ class OpenAIBackend(LLMBackend):
         return ceiling * (0.5 + random.random() / 2)
 
     def _redact(self, text: str) -> str:
-        # Some servers echo the key they rejected; error messages must never carry it.
+        # Some servers echo the key they rejected, as it is or base64-encoded (as in a Basic or Bearer header);
+        # error messages must never carry it in any of those forms.
         if self._api_key is not None:
-            text = text.replace(self._api_key.reveal(), "***")
+            for form in _secret_forms(self._api_key.reveal()):
+                text = text.replace(form, "***")
         return text
+
+
+def _secret_forms(key: str) -> list[str]:
+    """The key and its base64 encodings (standard and URL-safe, padding dropped) alone and in the usual header
+    wrappings, longest first so a longer form is replaced before a part of it."""
+    forms = {key}
+    for wrapped in (key, f"Bearer {key}", f":{key}", f"{key}:"):
+        raw = wrapped.encode()
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            forms.add(encode(raw).decode().rstrip("="))
+    return sorted(forms, key=len, reverse=True)
 
 
 def _messages(prompt: PromptLike) -> list[dict[str, str]]:
