@@ -200,14 +200,3 @@ def ui_command(home: HomeLayout, uri: str | None = None) -> str | None:
     """The command that serves the runs' pages at LOCAL_UI; None when tracking to a server."""
     resolved = tracking_uri(home, uri)
     return None if resolved.startswith("http") else f"mlflow ui --backend-store-uri {resolved}"
-
-
-def run_link(home: HomeLayout, run_id: str, uri: str | None = None) -> str:
-    """A browser link for a run on an MLflow server, else where the local store keeps it."""
-    import mlflow
-
-    resolved = tracking_uri(home, uri)
-    if resolved.startswith("http"):
-        run = mlflow.MlflowClient(resolved).get_run(run_id)
-        return f"{resolved.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
-    return f"{resolved} (run {run_id}; view with: mlflow ui --backend-store-uri {resolved})"
