@@ -97,7 +97,7 @@ def _sql_warehouse():
     from alignment_pipeline.paths import HomeLayout
     from alignment_pipeline.warehouse import Warehouse, WarehouseNotReady
 
-    home = _pipeline().home
+    home = os.environ.get("ALIGNMENT_HOME")  # set from --home; read directly so `sql` never loads Dagster
     if home and not Path(home).expanduser().resolve().is_dir():
         raise WarehouseNotReady(f"no home at {Path(home).expanduser().resolve()}: check --home / $ALIGNMENT_HOME")
     return Warehouse(HomeLayout(home).duckdb_path)

@@ -238,3 +238,20 @@ def test_writers_and_library_reads_still_work_beside_the_read_only_path(filled):
     frame = warehouse.query("SELECT * FROM prompts WHERE line = 1")
     warehouse.replace_rows("prompts", frame.with_columns(pl.lit("changed").alias("text")), where="line = 1")
     assert warehouse.query_read_only("SELECT text FROM prompts WHERE line = 1").item() == "changed"
+
+
+def test_sql_does_not_load_dagster(tmp_path):
+    """`sql` reads the warehouse through the library alone: Dagster (seconds to import) stays unloaded."""
+    import subprocess
+    import sys
+
+    from alignment_pipeline.warehouse import Warehouse
+
+    home = tmp_path / "home"
+    home.mkdir()
+    Warehouse(home / "warehouse.duckdb").migrate()
+    code = ("import sys; from typer.testing import CliRunner; from alignment_pipeline.cli import app; "
+            f"r = CliRunner().invoke(app, ['--home', {str(home)!r}, 'sql', 'SELECT 41 + 1 AS answer']); "
+            "print(r.exit_code, 'dagster' in sys.modules, r.output)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert out.startswith("0 False") and "42" in out, out
