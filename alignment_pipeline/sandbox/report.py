@@ -144,7 +144,7 @@ def rating_histogram_png(warehouse: Warehouse, batch: str, path: str | Path) -> 
     frame = warehouse.query("SELECT alignment_before, alignment_after FROM scored_revisions WHERE batch = ?", [batch])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    edges = np.arange(0.75, 7.5, 0.5)  # half-point bins centred on 1, 1.5, ..., 7 (expected values are fractional)
+    edges = np.arange(0.75, 7.5, 0.5)  # half-point bins centred on 1, 1.5, ..., 7 (older worlds stored fractional expected values)
     centres = (edges[:-1] + edges[1:]) / 2
     fig = Figure(figsize=(6, 3.5), dpi=100)
     FigureCanvasAgg(fig)
