@@ -12,12 +12,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from alignment_pipeline import env
+from alignment_pipeline.context import Pipeline
+
 # Plain tracebacks: rich's walks an exception's cause/context chain without a guard and never ends on a cyclic
 # one (Dagster re-raises errors whose chain loops back on itself).
 app = typer.Typer(help="Stable Alignment as a Dagster pipeline: simulated society → aligned models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 bench_app = typer.Typer(help="Side-by-side speed and memory benchmarks.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+config_app = typer.Typer(help="The resolved settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 console = Console(soft_wrap=True)  # paths and table rows stay on one line, whatever the terminal width
 err = Console(stderr=True)
 
@@ -34,11 +39,11 @@ SettingsOption = Annotated[Path | None, typer.Option(
 def _export_options(home: Path | None = None, profile: str | None = None, settings: Path | None = None) -> None:
     # Exported so that Dagster steps started from here resolve the same home and profile.
     if home:
-        os.environ["ALIGNMENT_HOME"] = str(home.expanduser().resolve())
+        os.environ[env.HOME] = str(home.expanduser().resolve())
     if profile:
-        os.environ["ALIGNMENT_PROFILE"] = profile
+        os.environ[env.PROFILE] = profile
     if settings:
-        os.environ["ALIGNMENT_SETTINGS"] = str(settings.expanduser().resolve())
+        os.environ[env.SETTINGS] = str(settings.expanduser().resolve())
 
 
 @app.callback()
@@ -46,10 +51,9 @@ def main(home: HomeOption = None, profile: ProfileOption = None, settings: Setti
     _export_options(home, profile, settings)
 
 
-def _pipeline():
-    from alignment_pipeline.defs.resources import default_resource
-
-    return default_resource()
+def _pipeline() -> Pipeline:
+    # The library object, not the Dagster resource: commands that need no Dagster never import it.
+    return Pipeline.from_env()
 
 
 def _warehouse():
@@ -97,7 +101,7 @@ def _sql_warehouse():
     from alignment_pipeline.paths import HomeLayout
     from alignment_pipeline.warehouse import Warehouse, WarehouseNotReady
 
-    home = os.environ.get("ALIGNMENT_HOME")  # set from --home; read directly so `sql` never loads Dagster
+    home = env.get(env.HOME)  # set from --home
     if home and not Path(home).expanduser().resolve().is_dir():
         raise WarehouseNotReady(f"no home at {Path(home).expanduser().resolve()}: check --home / $ALIGNMENT_HOME")
     return Warehouse(HomeLayout(home).duckdb_path)
@@ -201,11 +205,12 @@ def demo(home: HomeOption = None, profile: ProfileOption = None, settings: Setti
     --profile smoke: tiny random models). Exit 1 when a step failed, naming it and its error."""
     from rich.text import Text
 
-    from alignment_pipeline.defs.demo import HomeBusy, dagster_dev_hint, run_demo
+    from alignment_pipeline.defs.resources import default_resource
+    from alignment_pipeline.demo import HomeBusy, dagster_dev_hint, run_demo
 
     _export_options(home, profile, settings)
     try:
-        pipeline = _pipeline()
+        pipeline = default_resource()  # the runs it starts take it as their Dagster resource
         console.print(f"profile [bold]{pipeline.config().profile}[/bold], home [bold]{pipeline.layout().root}"
                       f"[/bold], inbox {pipeline.inbox_dir()}")
         with console.status("working") as status:
@@ -281,6 +286,32 @@ def evaluate(
                                      model_path=checkpoint, config=config, judge=pipeline.backend(config.judge))
     console.print(f"{report.rows_written} results written for {report.checkpoint}")
     print(benchmark_markdown(warehouse))
+
+
+@config_app.command("show")
+def config_show(
+    profile: ProfileOption = None,
+    settings: SettingsOption = None,
+    changes: bool = typer.Option(False, "--changes", help="Also print the profile's own YAML: only what it "
+                                 "changes from the field defaults."),
+) -> None:
+    """Print the resolved settings, section by section: each field's value, its default where it differs, and
+    what it means."""
+    import yaml
+
+    from alignment_pipeline.config import describe_settings, profile_overrides
+
+    try:
+        # Not exported: showing settings starts nothing that would need them.
+        config = Pipeline.from_env(profile=profile, settings_file=settings and settings.expanduser().resolve()).config()
+        overrides = profile_overrides(config.profile) if changes else None
+    except (FileNotFoundError, ValueError) as exc:  # unknown profile, unreadable or invalid settings
+        err.print(exc, markup=False, highlight=False, soft_wrap=True)  # one line: the path stays whole
+        raise typer.Exit(2) from None
+    sys.stdout.write(describe_settings(config))
+    if changes:
+        print(f"\n# profile {config.profile}: changes from the defaults")
+        sys.stdout.write(yaml.safe_dump(overrides, sort_keys=False) if overrides else "{}\n")
 
 
 @bench_app.command("sandbox")

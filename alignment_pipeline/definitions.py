@@ -1,12 +1,10 @@
-"""Dagster entry point (`workspace.yaml` loads this module): assets, checks, jobs, sensor, schedules."""
-
+"""Dagster entry point (`workspace.yaml` loads this module): every asset, check, job, sensor and schedule found
+in the `defs/` package, with the pipeline resource and the executor."""
 
 import dagster as dg
 
-from alignment_pipeline.defs import automation, evaluation, prompts, samples, sandbox, training
+from alignment_pipeline import defs as defs_package
 from alignment_pipeline.defs.resources import default_resource
-
-ASSET_MODULES = [prompts, sandbox, samples, training, evaluation]
 
 # Steps run in separate processes; DuckDB admits one writer process, so steps tagged as writers run one at a time.
 executor = dg.multiprocess_executor.configured(
@@ -15,14 +13,9 @@ executor = dg.multiprocess_executor.configured(
 
 
 def build_definitions() -> dg.Definitions:
-    return dg.Definitions(
-        assets=dg.load_assets_from_modules(ASSET_MODULES),
-        asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
-        jobs=[automation.batch_lineage_job, automation.training_job, automation.benchmark_job],
-        sensors=[automation.new_prompt_files],
-        schedules=[automation.nightly_training, automation.nightly_benchmarks],
-        resources={"pipeline": default_resource()},
-        executor=executor,
+    return dg.Definitions.merge(
+        dg.components.load_defs(defs_root=defs_package),
+        dg.Definitions(resources={"pipeline": default_resource()}, executor=executor),
     )
 
 

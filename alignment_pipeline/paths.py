@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from alignment_pipeline import env
+
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -26,7 +28,7 @@ def assets_dir() -> Path:
 
 def home_dir(home: str | os.PathLike | None = None) -> Path:
     """The one directory the pipeline writes to: $ALIGNMENT_HOME, default ./.alignment."""
-    raw = home or os.environ.get("ALIGNMENT_HOME") or ".alignment"
+    raw = home or env.get(env.HOME) or ".alignment"
     path = Path(raw).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path

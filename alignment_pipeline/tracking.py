@@ -3,13 +3,13 @@ tracking URI otherwise. Runs carry the Dagster run id, partition and git commit;
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from alignment_pipeline import env
 from alignment_pipeline.paths import HomeLayout
 
 EXPERIMENT = "alignment_pipeline"
@@ -24,7 +24,7 @@ REDACTED = "***"
 
 def tracking_uri(home: HomeLayout, uri: str | None = None) -> str:
     """`uri`, else $ALIGNMENT_MLFLOW_URI (a remote server), else the SQLite store in the home."""
-    return uri or os.environ.get("ALIGNMENT_MLFLOW_URI") or f"sqlite:///{home.mlflow_db}"
+    return uri or env.get(env.MLFLOW_URI) or f"sqlite:///{home.mlflow_db}"
 
 
 def configure(home: HomeLayout, uri: str | None = None, experiment: str = EXPERIMENT) -> str:
@@ -132,6 +132,66 @@ def start_run(home: HomeLayout, run_name: str, *, tags: Mapping[str, str] | None
             # MLflow caps param values at 6000 chars; long values are truncated rather than failing the run.
             mlflow.log_params({k: str(v)[:6000] for k, v in redact(params).items()})
         yield run
+
+
+def stage_run(home: HomeLayout, run_name: str, *, run_id: str | None = None, parent_run_id: str | None = None,
+              tags: Mapping[str, object] | None = None,
+              params: Mapping[str, object] | None = None) -> AbstractContextManager:
+    """The run of one training stage, nested in the run already active in this process (if any). `run_id`
+    reopens a resumed stage's run, so its curve continues there; its tags and params stay as first set."""
+    import mlflow
+
+    nested = mlflow.active_run() is not None
+    if run_id:
+        return start_run(home, run_name, nested=nested, run_id=run_id)
+    return start_run(home, run_name, tags={str(k): str(v) for k, v in (tags or {}).items()}, params=params,
+                     nested=nested, parent_run_id=parent_run_id)
+
+
+def log_metrics(metrics: Mapping[str, float], *, step: int | None = None) -> None:
+    """On the active run."""
+    import mlflow
+
+    mlflow.log_metrics(dict(metrics), step=step)
+
+
+def log_artifact(path: Path) -> None:
+    import mlflow
+
+    mlflow.log_artifact(str(path))
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_text(text, artifact_file)
+
+
+def set_tag(key: str, value: str) -> None:
+    import mlflow
+
+    mlflow.set_tag(key, value)
+
+
+def log_and_register(model_dir: Path, *, run_id: str, name: str, tags: dict[str, str]) -> str:
+    """Log the saved model directory as the active run's `model` artifact and register it as a new version of
+    `name`, tagged with its lineage. Returns "name/version".
+
+    The directory is logged as plain artifacts (it loads with `from_pretrained` after download) and the
+    version is created with the registry client: this needs no network and no flavor-specific packaging."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    client = mlflow.MlflowClient()
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(name, source=f"{mlflow.get_artifact_uri('model')}", run_id=run_id,
+                                          tags=tags)
+    return f"{name}/{version.version}"
 
 
 def parent_run(home: HomeLayout, run_name: str, *, tags: Mapping[str, str], uri: str | None = None) -> str:

@@ -62,3 +62,33 @@ def test_sql_named_query_list_and_unknown_name(home):
     assert listed.exit_code == 0 and "rejected_rows" in listed.output
     unknown = runner.invoke(app, ["sql", "--name", "no_such_query"])
     assert unknown.exit_code == 1 and "no named query" in unknown.output
+
+
+def test_config_show_prints_resolved_settings_and_profile_changes(home, tmp_path, monkeypatch):
+    monkeypatch.delenv("ALIGNMENT_SETTINGS", raising=False)
+    shown = runner.invoke(app, ["config", "show"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith("profile: smoke (") and "\ntraining:\n" in shown.output
+    assert "changes from the defaults" not in shown.output
+
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("prompts:\n  max_chars: 77\n")
+    changed = runner.invoke(app, ["config", "show", "--profile", "paper", "--settings", str(settings), "--changes"])
+    assert changed.exit_code == 0, changed.output
+    assert changed.output.startswith("profile: paper (")
+    assert "max_chars: 77  (default: 2000)" in changed.output
+    described, profile_yaml = changed.output.split("# profile paper: changes from the defaults\n")
+    import yaml
+
+    from alignment_pipeline.config import profile_overrides
+
+    assert yaml.safe_load(profile_yaml) == profile_overrides("paper")
+
+
+def test_config_show_refuses_unknown_profile_and_bad_settings(home, tmp_path):
+    unknown = runner.invoke(app, ["config", "show", "--profile", "nope"])
+    assert unknown.exit_code == 2 and "unknown profile 'nope'" in unknown.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nonsense: 1\n")
+    refused = runner.invoke(app, ["config", "show", "--settings", str(bad)])
+    assert refused.exit_code == 2 and "unknown section" in refused.output

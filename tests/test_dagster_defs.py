@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from alignment_pipeline.definitions import defs
-from alignment_pipeline.defs.automation import new_prompt_files
+from alignment_pipeline.defs.sensors import new_prompt_files
 from alignment_pipeline.defs.partitions import prompt_batches
 from alignment_pipeline.defs.prompts import seed_prompts
 from alignment_pipeline.defs.resources import PipelineResource

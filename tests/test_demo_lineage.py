@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from alignment_pipeline.cli import app
-from alignment_pipeline.defs.demo import home_instance, run_demo
-from alignment_pipeline.defs.partitions import CHECKPOINTS
 from alignment_pipeline.defs.resources import PipelineResource
+from alignment_pipeline.demo import home_instance, run_demo
 from alignment_pipeline.prompts.ingest import batch_key
+from alignment_pipeline.training.stages import MODELS as CHECKPOINTS
 
 SETTINGS = {
     "sandbox": {

@@ -14,19 +14,19 @@ import pytest
 from test_demo_lineage import SETTINGS
 from typer.testing import CliRunner
 
+from alignment_pipeline import demo as demo_module
 from alignment_pipeline.cli import app
-from alignment_pipeline.defs import demo as demo_module
-from alignment_pipeline.defs.demo import (
+from alignment_pipeline.defs.resources import PipelineResource
+from alignment_pipeline.demo import (
     DemoSummary,
     fail_orphaned_runs,
     home_instance,
     recover_stale_runs,
     run_demo,
 )
-from alignment_pipeline.defs.partitions import CHECKPOINTS
-from alignment_pipeline.defs.resources import PipelineResource
 from alignment_pipeline.paths import HomeLayout
 from alignment_pipeline.prompts.readers import PromptFileError
+from alignment_pipeline.training.stages import MODELS as CHECKPOINTS
 
 PROMPTS = ["Is it ever right to lie to protect a friend?", "How can I get into my neighbour's wifi?",
            "What is a good way to learn to cook?"]
@@ -67,7 +67,7 @@ KILLED = textwrap.dedent("""
     import os, signal, sys
     import dagster as dg
     from alignment_pipeline import tracking
-    from alignment_pipeline.defs.demo import home_instance
+    from alignment_pipeline.demo import home_instance
     from alignment_pipeline.paths import HomeLayout
 
     layout = HomeLayout(sys.argv[1])

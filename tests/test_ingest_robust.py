@@ -14,7 +14,7 @@ from dagster._core.definitions.partitions.utils.base import raise_error_on_inval
 from typer.testing import CliRunner
 
 from alignment_pipeline.cli import app
-from alignment_pipeline.defs.automation import new_prompt_files
+from alignment_pipeline.defs.sensors import new_prompt_files
 from alignment_pipeline.defs.resources import PipelineResource
 from alignment_pipeline.paths import sql_dir
 from alignment_pipeline.prompts.checks import (

@@ -15,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from alignment_pipeline.llm.base import GenerationParams
-from alignment_pipeline.llm.openai_compat import LLMRequestError, OpenAIBackend
+from alignment_pipeline.llm.openai_compat import PREFIX_CUE, LLMRequestError, OpenAIBackend
+from alignment_pipeline.llm.prompt_format import Prompt
 
 KEY = "sk-test-9f8e7d6c5b4a-secret"
 MODEL = "fake-model"
@@ -141,7 +142,12 @@ def test_retries_order_usage_concurrency_and_key_hygiene(monkeypatch, caplog):
     assert 2 <= server.max_in_flight <= 3
     body = server.bodies[0]
     assert body["model"] == MODEL and body["messages"] == [{"role": "user", "content": body["messages"][0]["content"]}]
-    assert (body["max_tokens"], body["temperature"], body["top_p"], body["seed"]) == (16, 0.7, 0.9, 11)
+    assert (body["max_tokens"], body["temperature"], body["top_p"]) == (16, 0.7, 0.9)
+    # One seed per request: the first keeps the batch's, the others differ, and a retry keeps its request's.
+    seeds = {}
+    for sent in server.bodies:
+        assert seeds.setdefault(sent["messages"][0]["content"], sent["seed"]) == sent["seed"]
+    assert seeds["p0"] == 11 and len(set(seeds.values())) == 10
     retry_logs = [r for r in caplog.records if r.name == "alignment_pipeline.llm" and "retry" in r.getMessage()]
     assert len(retry_logs) == 12
     assert any("HTTP 429" in r.getMessage() for r in retry_logs)
@@ -246,7 +252,7 @@ def test_score_continuations_maps_top_logprobs():
     for row in scores:
         assert row == pytest.approx(expected)
     body = server.bodies[0]
-    assert (body["logprobs"], body["top_logprobs"], body["max_tokens"], body["temperature"]) == (True, 20, 1, 0)
+    assert (body["logprobs"], body["top_logprobs"], body["max_tokens"], body["temperature"]) == (True, 20, 2, 0)
     assert b.usage.calls == 2
 
 
@@ -271,3 +277,70 @@ def test_an_echoed_key_is_redacted_in_base64_too(monkeypatch):
               base64.urlsafe_b64encode(f":{key}".encode()).decode().rstrip("=")]
     text = backend._redact("rejected: " + " | ".join(echoes))
     assert key not in text and not any(e in text for e in echoes[1:]) and text.count("***") == 4
+
+
+# -- reply prefixes ("Rating:"): asked for in the user message, returned after it --------------------------------
+
+def replying(texts: dict[str, str]) -> Plan:
+    def plan(prompt, attempt, body):
+        status, headers, payload = ok(prompt, body)
+        payload["choices"][0]["message"]["content"] = texts[prompt.split("\n\n")[0]]
+        return status, headers, payload
+    return plan
+
+
+def test_a_prefix_is_asked_for_and_the_reply_returned_after_it():
+    texts = {"a": "Rating: 4\nReason: fine", "b": "**Rating:** 5", "c": "The answer is fine.",
+             "d": "Rating: 2<|im_end|>\n<|im_start|>user", "e": "Paris.\n### Instruction: more"}
+    with FakeServer(replying(texts)) as server:
+        b = backend(server)
+        out = b.generate([Prompt(k, prefix="Rating:") for k in "abcd"] + [Prompt("e")], PARAMS)
+    assert [c.text for c in out] == [" 4\nReason: fine", "** 5", "The answer is fine.", " 2", "Paris.\n"]
+    users = {body["messages"][-1]["content"] for body in server.bodies}
+    assert f"a\n\n{PREFIX_CUE.format(prefix='Rating:')}" in users and "e" in users
+    assert all(len(body["messages"]) == 1 for body in server.bodies), "no assistant message is sent"
+
+
+def token(text: str, logprob: float, top: list[tuple[str, float]]) -> dict:
+    return {"token": text, "logprob": logprob, "bytes": [],
+            "top_logprobs": [{"token": t, "logprob": lp, "bytes": []} for t, lp in top]}
+
+
+GREEDY = {
+    # "Rating:" then a lone space, then the digit: P(" ") * P(digit | " ") plus the direct " 4"/"4" tokens.
+    "spaced": [token("R", -0.1, [("R", -0.1)]), token("ating", 0.0, [("ating", 0.0)]), token(":", 0.0, [(":", 0.0)]),
+               token(" ", math.log(0.8), [(" ", math.log(0.8)), ("4", math.log(0.1))]),
+               token("4", math.log(0.5), [("4", math.log(0.5)), ("5", math.log(0.25))])],
+    "markup": [token("**", 0.0, [("**", 0.0)]), token("Rating:", 0.0, [("Rating:", 0.0)]),
+               token(" 6", math.log(0.9), [(" 6", math.log(0.9)), (" 2", math.log(0.05))])],
+    "elsewhere": [token("The", -0.5, [("The", -0.5), ("4", -2.0)]), token(" 4", -0.1, [(" 4", -0.1)])],
+}
+
+
+def greedy_plan(prompt, attempt, body):
+    key = prompt.split("\n\n")[0]
+    status, headers, payload = ok(prompt, body)
+    tokens = GREEDY[key] if key in GREEDY else GREEDY["spaced"][:3 if body["max_tokens"] < 10 else 5]
+    tokens = tokens[:body["max_tokens"]]
+    payload["choices"][0]["message"]["content"] = "".join(t["token"] for t in tokens)
+    payload["choices"][0]["logprobs"] = {"content": tokens}
+    payload["choices"][0]["finish_reason"] = "length"
+    return status, headers, payload
+
+
+def test_scores_are_read_after_the_prefix_the_greedy_reply_writes():
+    with FakeServer(greedy_plan) as server:
+        b = backend(server)
+        rows = b.score_continuations([Prompt(k, prefix="Rating:") for k in ("spaced", "markup", "elsewhere", "cut")],
+                                     [f" {n}" for n in range(1, 8)])
+    spaced, markup, elsewhere, cut = rows
+    assert spaced[3] == pytest.approx(math.log(0.1 + 0.8 * 0.5)) and spaced[4] == pytest.approx(math.log(0.8 * 0.25))
+    assert spaced[0] == -math.inf
+    assert markup[5] == pytest.approx(math.log(0.9)) and markup[1] == pytest.approx(math.log(0.05))
+    assert elsewhere == [-math.inf] * 7, "a reply that does not start with the prefix gives no scores"
+    # "cut" stopped at its first token limit right after the prefix: asked again with more room.
+    assert cut == pytest.approx(spaced)
+    budgets = sorted(body["max_tokens"] for body in server.bodies if body["messages"][0]["content"].startswith("cut"))
+    assert budgets == [7, 11]
+    assert all(body["max_tokens"] == 7 for body in server.bodies
+               if not body["messages"][0]["content"].startswith("cut"))

@@ -10,11 +10,18 @@ from pydantic import ValidationError
 
 from alignment_pipeline.samples import build as build_module
 from alignment_pipeline.samples.build import build_samples, keep_counts, prompt_key, sample_id
-from alignment_pipeline.samples.config import CRITIQUE_INSTRUCTION, SamplesConfig
+from alignment_pipeline.samples.config import CRITIQUE_INSTRUCTION, PAPER_TYPE_COUNTS, SamplesConfig
 from alignment_pipeline.samples.scripted import ScriptedInteraction as S
 from alignment_pipeline.samples.scripted import write_scripted
-from alignment_pipeline.samples.template import format_prompt
+from alignment_pipeline.samples.template import (
+    REALIGNMENT_INSTRUCTION,
+    format_prompt,
+    realignment_response,
+    split_realignment,
+)
 from alignment_pipeline.warehouse.db import Warehouse
+
+PAPER_MIX = SamplesConfig(type_shares=dict(PAPER_TYPE_COUNTS))
 
 T1, T2 = datetime(2024, 5, 1, 12, 0), datetime(2024, 6, 1, 12, 0)
 
@@ -67,16 +74,17 @@ def rows(warehouse, where="TRUE", params=None):
 def test_report_counts_every_rule(built):
     _, _, report = built
     assert report.interactions == 8
-    assert report.counts == {"imitation": 10, "self_critique": 9, "realignment": 2}
-    assert report.candidates == {"imitation": 16, "self_critique": 11, "realignment": 2}
-    assert report.excluded_null == {"imitation": 3, "self_critique": 1, "realignment": 2}
+    assert report.counts == {"imitation": 10, "self_critique": 9, "realignment": 3}
+    # realignment: one candidate per feedback of the eligible I1 (3) and I7 (1); I1's NULL-rated one is left out
+    assert report.candidates == {"imitation": 16, "self_critique": 11, "realignment": 4}
+    assert report.excluded_null == {"imitation": 3, "self_critique": 1, "realignment": 1}
     assert report.dropped_empty == {"imitation": 1, "self_critique": 0, "realignment": 0}
     assert report.dropped_duplicates == {"imitation": 2, "self_critique": 1, "realignment": 0}
     assert report.realignment == {"interactions": 8, "eligible": 2, "null_scores": 2, "not_improved": 1,
                                   "not_above_threshold": 3}
     meta = report.metadata()
-    assert meta["samples"] == 21 and meta["realignment_eligible"] == 2
-    assert meta["share_self_critique"] == round(9 / 21, 4)
+    assert meta["samples"] == 22 and meta["realignment_eligible"] == 2
+    assert meta["share_self_critique"] == round(9 / 22, 4)
 
 
 def test_imitation_rows(built):
@@ -108,13 +116,93 @@ def test_realignment_filter(built):
     warehouse, ids, _ = built
     got = rows(warehouse, "sample_type = 'realignment'")
     assert {r["interaction_id"] for r in got} == {ids[0], ids[6]}  # after > before and after > 4
-    first = next(r for r in got if r["interaction_id"] == ids[0])
-    assert first["response"] == "I can't help with breaking in, but a locksmith can."
-    assert first["rating"] == 6.0 and first["rating_source"] == "observer:alignment:revision"
-    assert first["input"] == (
-        "Question:\nHow do I pick a lock?\n\nResponse:\nFirst, get a tension wrench.\n\n"
-        "Feedback (average rating 4.0/7):\n- Rating 5.0/7: The answer helps a burglar.\n"
-        "- Rating 3.0/7: It is harmful.\n- Rating: ??")
+
+
+def test_realignment_rows_critique_then_revise(built):
+    warehouse, ids, _ = built
+    got = rows(warehouse, "interaction_id = ? AND sample_type = 'realignment'", [ids[0]])
+    revision = "I can't help with breaking in, but a locksmith can."
+    # one row per rated feedback (the NULL-rated "Rating: ??" is left out), each critique then the revision
+    assert sorted(r["response"] for r in got) == [
+        "It is harmful. Here is the revised response: " + revision,
+        "The answer helps a burglar. Here is the revised response: " + revision]
+    for r in got:
+        assert r["instruction"] == REALIGNMENT_INSTRUCTION
+        # question + draft only: the neighbours' feedback is what the model has to write, not read
+        assert r["input"] == "Question:\nHow do I pick a lock?\n\nResponse:\nFirst, get a tension wrench."
+        assert "burglar" not in r["input"] and "harmful" not in r["input"]
+        assert r["agent_model"] == "model-a"
+    # one prompt for the interaction, so stage 3 compares its critiques
+    assert len({r["prompt_key"] for r in got}) == 1
+    # rated by the reversed neighbour rating: "It is harmful." (3/7) is the sharper critique
+    assert {(r["rating"], r["rating_source"]) for r in got} == {
+        (5.0, "neighbour:3:rates_draft_reversed"), (3.0, "neighbour:2:rates_draft_reversed")}
+    group = warehouse.query("SELECT responses, ratings FROM samples_grouped WHERE sample_type = 'realignment' "
+                            "AND prompt_key = ?", [got[0]["prompt_key"]]).row(0, named=True)
+    assert group["ratings"] == [5.0, 3.0] and group["responses"][0].startswith("It is harmful.")
+
+
+def test_realignment_response_text():
+    assert realignment_response(" Too blunt. ", "\nBe kind.") == "Too blunt. Here is the revised response: Be kind."
+    assert realignment_response("", "Be kind.") == realignment_response("Too blunt.", " ") == ""
+    assert split_realignment("Too blunt. Here is the revised response: Be kind.") == ("Too blunt.", "Be kind.")
+    assert split_realignment("Just the answer.") == ("", "Just the answer.")
+
+
+def test_realignment_leaves_out_a_row_without_critique(warehouse):
+    write_scripted(warehouse, "b1", [S("Q?", "bad draft", "good revision", 2.0, 6.0,
+                                       [(2.0, "Harsh but fair."), (4.0, "  "), (6.0, "Fine.")])])
+    report = build_samples(warehouse, "b1", SamplesConfig())
+    assert report.candidates["realignment"] == 3 and report.dropped_empty["realignment"] == 1
+    assert report.counts["realignment"] == 2
+    assert report.dropped_empty["self_critique"] == 1  # the same rule as self-critique
+
+
+def test_default_build_keeps_every_row_the_sandbox_produced(warehouse):
+    """With default settings nothing is sampled out: every row of every eligible interaction is stored, and only
+    NULL ratings, empty texts and a response repeated for one prompt are left out (as the paper drops them)."""
+    interactions = [
+        S(f"Question {n}?", f"Draft {n}.", f"Revision {n}.", 1.0 + n % 3, 3.0 + n % 5,
+          [(None if (n + k) % 7 == 0 else 1.0 + (n * k) % 7, f"Feedback {n}.{k}") for k in range(n % 4 + 1)],
+          agent_id=n, neighbour_model="model-b")
+        for n in range(30)]
+    write_scripted(warehouse, "b1", interactions)
+    report = build_samples(warehouse, "b1", SamplesConfig())
+
+    def eligible(x):
+        return x.after > x.before and x.after > 4.0
+    expected = {
+        "imitation": sum(2 if x.draft != x.revision else 1 for x in interactions),
+        "self_critique": sum(1 for x in interactions for r, _ in x.feedback if r is not None),
+        "realignment": sum(1 for x in interactions if eligible(x) for r, _ in x.feedback if r is not None),
+    }
+    assert report.counts == expected and expected["realignment"] > 0
+    assert report.sampled_out == dict.fromkeys(expected, 0)
+    for t in expected:
+        assert report.counts[t] == (report.candidates[t] - report.excluded_null[t] - report.dropped_empty[t]
+                                    - report.dropped_duplicates[t])
+    by_interaction = warehouse.query(
+        "SELECT interaction_id, count(*) AS n, count(DISTINCT prompt_key) AS prompts FROM alignment_samples "
+        "WHERE sample_type = 'realignment' GROUP BY interaction_id").to_dicts()
+    assert len(by_interaction) == sum(1 for x in interactions if eligible(x)
+                                      and any(r is not None for r, _ in x.feedback))
+    assert all(r["prompts"] == 1 for r in by_interaction)
+
+
+def test_training_reads_realignment_groups_with_several_responses(warehouse):
+    from alignment_pipeline.training.data import load_groups
+
+    write_scripted(warehouse, "b1", [
+        S(f"Question {n}?", f"Draft {n}.", f"Revision {n}.", 2.0, 5.5,
+          [(6.0, f"Fine {n}."), (2.0, f"Harmful {n}."), (4.0, f"Could be kinder {n}.")], agent_id=n)
+        for n in range(5)])
+    build_samples(warehouse, "b1", SamplesConfig())
+    groups = load_groups(warehouse, "realignment")
+    assert len(groups) == 5
+    for g in groups:
+        assert len(g.responses) == 3 and len(set(g.ratings)) == 3
+        assert g.instruction == REALIGNMENT_INSTRUCTION and "Harmful" not in g.input
+        assert g.responses[g.best_index()].startswith("Harmful")  # the sharpest critique is the one to learn
 
 
 def test_threshold_comes_from_config(warehouse):
@@ -174,13 +262,15 @@ def test_provenance_joins_back_to_interactions(built):
         "SELECT s.sample_type, s.rating_source, s.response, s.world_id = i.world_id AND s.round = i.round "
         "AND s.batch = i.batch AS same_place, samples_strip(i.draft) AS draft, samples_strip(i.revision) AS revision "
         "FROM alignment_samples s JOIN sandbox_interactions i USING (interaction_id)").to_dicts()
-    assert len(joined) == warehouse.count("alignment_samples") == 21
+    assert len(joined) == warehouse.count("alignment_samples") == 22
     assert all(r["same_place"] for r in joined)
     for r in joined:
         if r["rating_source"] == "observer:alignment:draft":
             assert r["response"] == r["draft"]
         elif r["rating_source"] == "observer:alignment:revision":
             assert r["response"] == r["revision"]
+        elif r["sample_type"] == "realignment":
+            assert r["response"].endswith(" Here is the revised response: " + r["revision"])
 
 
 def test_rebuild_is_deterministic_and_replaces_the_batch(built):
@@ -204,7 +294,9 @@ def test_second_batch_adds_only_its_rows_and_rematerialising_touches_one_batch(b
     report = build_samples(warehouse, "b2", SamplesConfig(), now=T2)
     assert report.replaced == 0 and report.cross_batch_duplicates == 1
     assert rows(warehouse, "batch = 'b1'") == b1_rows
-    assert warehouse.count("alignment_samples", "batch = 'b2'") == report.total == 6
+    # 3 imitation (one is b1's), 1 self-critique, 1 realignment: the eligible tip interaction had no feedback,
+    # so no critique to write and no realignment row
+    assert warehouse.count("alignment_samples", "batch = 'b2'") == report.total == 5
     b2_rows = rows(warehouse, "batch = 'b2'")
 
     # rematerialise b1 with half the self-critique samples: only b1 changes
@@ -233,11 +325,11 @@ def test_sampling_ratio_is_deterministic_by_sample_id(warehouse):
         report = build_samples(warehouse, "b1", config)
         kept = sorted(r["sample_id"] for r in rows(warehouse, "sample_type = 'self_critique'"))
         assert kept == all_ids[:5]  # round(9 * 0.5) = 5, the first in sample_id order
-        assert report.counts["imitation"] == 0 and report.counts["realignment"] == 2
+        assert report.counts["imitation"] == 0 and report.counts["realignment"] == 3
 
 
 def test_keep_counts_with_type_shares():
-    paper = SamplesConfig.profile("paper")
+    paper = PAPER_MIX
     assert keep_counts({"imitation": 100_000, "self_critique": 200_000, "realignment": 25_600}, paper) == {
         "imitation": 48_800, "self_critique": 94_600, "realignment": 25_600}
     # the scarcest type (relative to its share) sets the scale; nothing is repeated to reach a share
@@ -250,14 +342,14 @@ def test_keep_counts_with_type_shares():
         "imitation": 10, "self_critique": 9, "realignment": 3}
 
 
-def test_paper_profile_builds_paper_proportions(warehouse):
+def test_paper_type_shares_build_paper_proportions(warehouse):
     interactions = [S(f"Question {n}?", f"Draft {n}.", f"Revision {n}.", 2.0, 5.0 + (n % 3) / 2,
                       [(1.0 + k, f"Feedback {n}.{k}") for k in range(4)], agent_id=n) for n in range(40)]
     write_scripted(warehouse, "b1", interactions)
-    report = build_samples(warehouse, "b1", SamplesConfig.profile("paper"))
-    assert report.counts["realignment"] == 40  # the scarcest type keeps all of its rows
-    assert report.counts == keep_counts({"imitation": 80, "self_critique": 160, "realignment": 40},
-                                        SamplesConfig.profile("paper"))
+    report = build_samples(warehouse, "b1", PAPER_MIX)
+    # every interaction is eligible: one realignment row per feedback, so imitation is the scarcest type
+    assert report.counts["imitation"] == 80  # the scarcest type keeps all of its rows
+    assert report.counts == keep_counts({"imitation": 80, "self_critique": 160, "realignment": 160}, PAPER_MIX)
     shares = report.type_shares()
     assert abs(shares["imitation"] - 48.8 / 169) < 0.01 and abs(shares["self_critique"] - 94.6 / 169) < 0.01
 
@@ -269,8 +361,8 @@ def test_config_rejects_bad_values():
         SamplesConfig(type_ratios={"imitation": 1.5})
     with pytest.raises(ValidationError, match="positive sum"):
         SamplesConfig(type_shares={"imitation": 0})
-    assert SamplesConfig.profile("smoke").type_shares is None
-    assert abs(sum(SamplesConfig.profile("paper").type_shares.values()) - 1.0) < 1e-9
+    assert SamplesConfig().type_shares is None
+    assert abs(sum(PAPER_MIX.type_shares.values()) - 1.0) < 1e-9
 
 
 def test_empty_batch_name_is_refused(warehouse):

@@ -85,8 +85,9 @@ def test_pairs_export_trains_in_trl_dpo(warehouse, tmp_path):
     model_dir = build_tiny_model(tmp_path / "tiny")
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # byte-level tokens: a realignment pair (critique + revision) runs past 256, and TRL drops rows over max_length
     args = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=1, per_device_train_batch_size=2,
-                     report_to="none", use_cpu=True, max_length=256, logging_steps=1, save_strategy="no",
+                     report_to="none", use_cpu=True, max_length=512, logging_steps=1, save_strategy="no",
                      gradient_checkpointing=False, dataset_num_proc=None)
     trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     tokenised = trainer.train_dataset

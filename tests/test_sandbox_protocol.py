@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from alignment_pipeline.config import load_profile
 from alignment_pipeline.llm.config import BackendSpec
 from alignment_pipeline.llm.scripted import ScriptedLLM
 from alignment_pipeline.sandbox import SandboxConfig, rating_histogram_png, run_sandbox, score_revisions
@@ -97,7 +98,7 @@ def test_config_world_id_and_validation():
     with pytest.raises(ValueError, match="radius"):
         config(radius=0.5)
     for name in ("smoke", "paper"):
-        assert SandboxConfig.profile(name).agents >= 9
+        assert load_profile(name).sandbox.agents >= 9
 
 
 def test_prior_memories_file_is_valid_and_bad_lines_are_named(tmp_path):

@@ -57,7 +57,7 @@ def test_our_dpo_follows_trls_dpotrainer_on_the_same_batch(tmp_path, one_thread)
     from alignment_pipeline.llm.prompt_format import prompt_format
     from alignment_pipeline.paths import HomeLayout
     from alignment_pipeline.training.config import TrainingConfig
-    from alignment_pipeline.training.trainer import train
+    from alignment_pipeline.training.trainer import TrainRequest, train
 
     spec = BenchSpec(device="cpu", hidden=64, layers=2, heads=4, kv_heads=4, intermediate=128, vocab=4096,
                      n_prompts=16, prompt_chars=60, response_chars=(30, 60), max_length=256)
@@ -79,8 +79,8 @@ def test_our_dpo_follows_trls_dpotrainer_on_the_same_batch(tmp_path, one_thread)
 
     config = TrainingConfig(learning_rate=1e-3, epochs=3, per_device_batch=16, max_length=256, warmup_ratio=0.0,
                             lr_scheduler="constant_with_warmup", register_model=False, save_every=1000, dpo_beta=0.1)
-    ours = train(pairs, objective="dpo", base_model=str(model_dir), out_dir=tmp_path / "ours", config=config,
-                 home=HomeLayout(tmp_path / "home"), run_name="dpo-vs-trl")
+    ours = train(TrainRequest(pairs, objective="dpo", base_model=str(model_dir), out_dir=tmp_path / "ours",
+                              config=config, home=HomeLayout(tmp_path / "home"), run_name="dpo-vs-trl"))
     history = sorted(mlflow.MlflowClient().get_metric_history(ours.mlflow_run_id, "train/loss"), key=lambda m: m.step)
     our_losses = [m.value for m in history]
     reference = torch.load(tmp_path / "ours" / "reference_logps.pt", weights_only=True)["logps"]

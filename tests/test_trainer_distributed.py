@@ -22,7 +22,7 @@ from alignment_pipeline.paths import HomeLayout
 from alignment_pipeline.training.config import TrainingConfig
 from alignment_pipeline.training.launch import launch_command, launch_env
 from alignment_pipeline.training.synthetic import letter_groups
-from alignment_pipeline.training.trainer import consumed_batches, train
+from alignment_pipeline.training.trainer import TrainRequest, consumed_batches, train
 from alignment_pipeline.warehouse.db import Warehouse, insert_frame
 
 BASE = "tiny:tiny-64"  # hidden 64, 2 layers
@@ -77,11 +77,12 @@ def _worker(rank: int, world: int, port: int, home: str, out: str, report_dir: s
     try:
         kwargs = dict(objective="stable_alignment", base_model=BASE, out_dir=Path(out), config=DDP_CONFIG,
                       home=HomeLayout(home), run_name="ddp")
-        first = train(GROUPS, stop_after_steps=3, **kwargs)
+        first = train(TrainRequest(GROUPS, stop_after_steps=3, **kwargs))
         saved = load_trainer_state(latest_checkpoint(Path(out) / "resume"))
-        second = train(GROUPS, **kwargs)
-        dpo = train(GROUPS, objective="dpo", base_model=BASE, out_dir=Path(out).with_name("ddp-dpo"),
-                    config=DDP_CONFIG.model_copy(update=DPO_STEPS), home=HomeLayout(home), run_name="ddp-dpo")
+        second = train(TrainRequest(GROUPS, **kwargs))
+        dpo = train(TrainRequest(GROUPS, objective="dpo", base_model=BASE, out_dir=Path(out).with_name("ddp-dpo"),
+                                 config=DDP_CONFIG.model_copy(update=DPO_STEPS), home=HomeLayout(home),
+                                 run_name="ddp-dpo"))
     finally:
         dist.destroy_process_group()
     Path(report_dir, f"rank{rank}.json").write_text(json.dumps({
@@ -119,10 +120,11 @@ def test_two_processes_match_one_with_the_same_effective_batch(tmp_path):
     out = tmp_path / "ddp"
     mp.spawn(_worker, args=(2, _free_port(), str(home.root), str(out), str(reports)), nprocs=2, join=True)
     single_out = tmp_path / "single"
-    single = train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=single_out, config=SINGLE_CONFIG,
-                   home=home, run_name="single")
-    single_dpo = train(GROUPS, objective="dpo", base_model=BASE, out_dir=tmp_path / "single-dpo", home=home,
-                       config=SINGLE_CONFIG.model_copy(update=DPO_STEPS), run_name="single-dpo")
+    single = train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=single_out,
+                                config=SINGLE_CONFIG, home=home, run_name="single"))
+    single_dpo = train(TrainRequest(GROUPS, objective="dpo", base_model=BASE, out_dir=tmp_path / "single-dpo",
+                                    home=home, config=SINGLE_CONFIG.model_copy(update=DPO_STEPS),
+                                    run_name="single-dpo"))
 
     rank0, rank1 = (json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1))
     for report in (rank0, rank1):

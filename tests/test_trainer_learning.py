@@ -5,12 +5,12 @@ responses without their ratings does not (the gain comes from the ratings)."""
 from __future__ import annotations
 
 import pytest
+from ranking import ranking_accuracy_of
 
 from alignment_pipeline.paths import HomeLayout
 from alignment_pipeline.training.config import TrainingConfig
-from alignment_pipeline.training.ranking import ranking_accuracy_of
 from alignment_pipeline.training.synthetic import letter_groups
-from alignment_pipeline.training.trainer import resolve_base_model, train
+from alignment_pipeline.training.trainer import TrainRequest, resolve_base_model, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -25,12 +25,12 @@ def test_stable_alignment_learns_the_rating_order_on_held_out_prompts(tmp_path):
     base = resolve_base_model("tiny:tiny-64", home)  # hidden 64, 2 layers, random init
     before = ranking_accuracy_of(base, held_out, max_length=64)
 
-    sa = train(train_groups, objective="stable_alignment", base_model="tiny:tiny-64", out_dir=tmp_path / "sa",
-               config=config, home=home, run_name="learn-sa")
+    sa = train(TrainRequest(train_groups, objective="stable_alignment", base_model="tiny:tiny-64",
+                            out_dir=tmp_path / "sa", config=config, home=home, run_name="learn-sa"))
     after = ranking_accuracy_of(sa.checkpoint_path, held_out, max_length=64)
 
-    sft = train(train_groups, objective="sft", base_model="tiny:tiny-64", out_dir=tmp_path / "sft",
-                config=config, home=home, run_name="learn-sft")
+    sft = train(TrainRequest(train_groups, objective="sft", base_model="tiny:tiny-64", out_dir=tmp_path / "sft",
+                             config=config, home=home, run_name="learn-sft"))
     after_sft = ranking_accuracy_of(sft.checkpoint_path, held_out, max_length=64)
 
     print(f"\nheld-out ranking accuracy ({after.pairs} pairs): before {before.accuracy:.3f}, "

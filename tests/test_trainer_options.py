@@ -14,7 +14,7 @@ from alignment_pipeline.paths import HomeLayout
 from alignment_pipeline.training.config import TrainingConfig
 from alignment_pipeline.training.objectives import preference_pairs
 from alignment_pipeline.training.synthetic import letter_groups
-from alignment_pipeline.training.trainer import consumed_batches, resolve_base_model, train
+from alignment_pipeline.training.trainer import TrainRequest, consumed_batches, resolve_base_model, train
 
 BASE = "tiny:tiny-64"
 CONFIG = TrainingConfig(learning_rate=3e-3, epochs=1, per_device_batch=4, max_length=64, margin=1.0,
@@ -40,13 +40,13 @@ def _curve(run_id: str, metric: str = "train/loss") -> list[float]:
 def test_lora_with_checkpointing_resumes_and_merges(home, tmp_path):
     config = CONFIG.model_copy(update={"lora": True, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
                                        "gradient_checkpointing": True})
-    full = train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=tmp_path / "full", config=config,
-                 home=home, run_name="lora-full")
-    stopped = train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=tmp_path / "r", config=config,
-                    home=home, run_name="lora-resumed", stop_after_steps=3)
+    full = train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=tmp_path / "full",
+                              config=config, home=home, run_name="lora-full"))
+    stopped = train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=tmp_path / "r",
+                                 config=config, home=home, run_name="lora-resumed", stop_after_steps=3))
     assert not stopped.completed and (stopped.checkpoint_path / "adapter_config.json").exists()
-    resumed = train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=tmp_path / "r", config=config,
-                    home=home, run_name="lora-resumed")
+    resumed = train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=tmp_path / "r",
+                                 config=config, home=home, run_name="lora-resumed"))
     assert resumed.steps == full.steps == 6
     assert consumed_batches(tmp_path / "r") == consumed_batches(tmp_path / "full")
     assert _curve(resumed.mlflow_run_id) == pytest.approx(_curve(full.mlflow_run_id), rel=1e-4, abs=1e-5)
@@ -62,18 +62,19 @@ def test_lora_with_checkpointing_resumes_and_merges(home, tmp_path):
 
 
 def test_gradient_checkpointing_changes_no_numbers(home, tmp_path):
-    plain = train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=tmp_path / "a", config=CONFIG,
-                  home=home, run_name="gc-off")
-    ckpt = train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=tmp_path / "b",
-                 config=CONFIG.model_copy(update={"gradient_checkpointing": True}), home=home, run_name="gc-on")
+    plain = train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=tmp_path / "a",
+                               config=CONFIG, home=home, run_name="gc-off"))
+    ckpt = train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=tmp_path / "b",
+                              config=CONFIG.model_copy(update={"gradient_checkpointing": True}), home=home,
+                              run_name="gc-on"))
     assert _curve(ckpt.mlflow_run_id) == pytest.approx(_curve(plain.mlflow_run_id), rel=1e-4, abs=1e-5)
 
 
 @pytest.mark.parametrize("objective", ["dpo", "sppo"])
 def test_reference_is_the_base_model_and_survives_resume(objective, home, tmp_path):
     out = tmp_path / objective
-    stopped = train(GROUPS, objective=objective, base_model=BASE, out_dir=out, config=CONFIG, home=home,
-                    run_name=f"ref-{objective}", stop_after_steps=3)
+    stopped = train(TrainRequest(GROUPS, objective=objective, base_model=BASE, out_dir=out, config=CONFIG, home=home,
+                                 run_name=f"ref-{objective}", stop_after_steps=3))
     cache = torch.load(out / "reference_logps.pt", weights_only=True)
     assert stopped.metrics["reference_seconds"] > 0
     # At step 1 the policy IS the reference: DPO starts at log 2, SPPO at the mean squared target.
@@ -86,8 +87,8 @@ def test_reference_is_the_base_model_and_survives_resume(objective, home, tmp_pa
         assert _curve(stopped.mlflow_run_id, "train/log_ratio")[0] == pytest.approx(0.0, abs=1e-4)
         assert cache["logps"].shape == (len(GROUPS), 3)
     mtime = (out / "reference_logps.pt").stat().st_mtime_ns
-    resumed = train(GROUPS, objective=objective, base_model=BASE, out_dir=out, config=CONFIG, home=home,
-                    run_name=f"ref-{objective}")
+    resumed = train(TrainRequest(GROUPS, objective=objective, base_model=BASE, out_dir=out, config=CONFIG, home=home,
+                                 run_name=f"ref-{objective}"))
     assert resumed.completed and resumed.metrics["reference_seconds"] == 0.0  # read back, not recomputed
     assert (out / "reference_logps.pt").stat().st_mtime_ns == mtime
     assert all(math.isfinite(v) for v in _curve(resumed.mlflow_run_id))
@@ -95,12 +96,12 @@ def test_reference_is_the_base_model_and_survives_resume(objective, home, tmp_pa
 
 def test_resume_refuses_a_checkpoint_of_other_settings(home, tmp_path):
     out = tmp_path / "changed"
-    train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=CONFIG, home=home,
-          run_name="changed", stop_after_steps=2)
+    train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=CONFIG, home=home,
+                       run_name="changed", stop_after_steps=2))
     other = CONFIG.model_copy(update={"per_device_batch": 3})
     with pytest.raises(ValueError, match="cannot resume from .*step-00000002.*resume=False"):
-        train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=other, home=home,
-              run_name="changed")
-    fresh = train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=other, home=home,
-                  run_name="changed", resume=False)
+        train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=other,
+                           home=home, run_name="changed"))
+    fresh = train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=other,
+                               home=home, run_name="changed", resume=False))
     assert fresh.completed and fresh.steps == 8

@@ -21,7 +21,7 @@ from alignment_pipeline.training import trainer as trainer_module
 from alignment_pipeline.training.checkpointing import latest_checkpoint, list_checkpoints
 from alignment_pipeline.training.config import TrainingConfig
 from alignment_pipeline.training.synthetic import letter_groups
-from alignment_pipeline.training.trainer import NonFiniteLossError, consumed_batches, train
+from alignment_pipeline.training.trainer import NonFiniteLossError, TrainRequest, consumed_batches, train
 
 BASE = "tiny:tiny-64"
 # 48 groups, 4 per micro-batch, 2 micro-batches per step: 6 steps per epoch, 12 in all; checkpoints every 3.
@@ -41,8 +41,8 @@ def home(tmp_path_factory) -> HomeLayout:
 @pytest.fixture(scope="module")
 def uninterrupted(home, tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
-    result = train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=CONFIG, home=home,
-                   run_name="full")
+    result = train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=CONFIG,
+                                home=home, run_name="full"))
     return result, out
 
 
@@ -69,14 +69,14 @@ def _assert_same_run(result, out, reference):
 
 def test_stop_and_resume_continues_the_same_curve(home, uninterrupted, tmp_path):
     out = tmp_path / "stopped"
-    first = train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=CONFIG, home=home,
-                  run_name="stopped", stop_after_steps=7)
+    first = train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=CONFIG,
+                               home=home, run_name="stopped", stop_after_steps=7))
     assert not first.completed and first.steps == 7
     assert latest_checkpoint(out / "resume").name == "step-00000006"  # step 7 was lost, as in a kill
     assert mlflow.MlflowClient().get_run(first.mlflow_run_id).info.status == "KILLED"
 
-    resumed = train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=CONFIG,
-                    home=home, run_name="stopped")
+    resumed = train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=CONFIG,
+                                 home=home, run_name="stopped"))
     assert resumed.mlflow_run_id == first.mlflow_run_id  # the same MLflow run continues
     _assert_same_run(resumed, out, uninterrupted)
 
@@ -96,11 +96,11 @@ _CHILD = textwrap.dedent("""
     os.replace = replace_then_die
     from pathlib import Path
     from alignment_pipeline.paths import HomeLayout
-    from alignment_pipeline.training.trainer import train
+    from alignment_pipeline.training.trainer import TrainRequest, train
     sys.path.insert(0, {test_dir!r})
     from test_trainer_resume import BASE, CONFIG, GROUPS
-    train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=Path({out!r}), config=CONFIG,
-          home=HomeLayout({home!r}), run_name="killed")
+    train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=Path({out!r}), config=CONFIG,
+                       home=HomeLayout({home!r}), run_name="killed"))
     print("finished without being killed")
 """)
 
@@ -114,8 +114,8 @@ def test_sigkill_mid_checkpoint_then_resume(home, uninterrupted, tmp_path):
     assert [p.name for p in list_checkpoints(out / "resume")] == ["step-00000003", "step-00000006"]
     assert list((out / "resume").glob(".tmp-step-00000009-*"))  # the half-written one, never used
 
-    resumed = train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=CONFIG,
-                    home=home, run_name="killed")
+    resumed = train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=CONFIG,
+                                 home=home, run_name="killed"))
     _assert_same_run(resumed, out, uninterrupted)
 
 
@@ -134,8 +134,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(home, tmp
     out = tmp_path / "nan"
     config = CONFIG.model_copy(update={"save_every": 2})
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 5 \(epoch 0, batch 8") as err:
-        train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=config, home=home,
-              run_name="nan")
+        train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=config,
+                           home=home, run_name="nan"))
     last = latest_checkpoint(out / "resume")
     assert last.name == "step-00000004" and str(last) in str(err.value)
     state = torch.load(last / "trainer_state.pt", weights_only=False)["state"]
@@ -146,7 +146,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(home, tmp
 
     # The kept checkpoint resumes (the fault is gone) and finishes the stage.
     monkeypatch.setattr(trainer_module, "objective_loss", real)
-    done = train(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=config, home=home,
-                 run_name="nan")
+    done = train(TrainRequest(GROUPS, objective="stable_alignment", base_model=BASE, out_dir=out, config=config,
+                              home=home, run_name="nan"))
     assert done.completed and done.steps == 12
     assert json.loads((out / "train_result.json").read_text())["steps"] == 12

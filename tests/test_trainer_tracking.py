@@ -1,5 +1,6 @@
 """MLflow tracking of a stage (params, per-step metrics, loss curve, registered model with its samples batches)
-and the whole curriculum from warehouse samples: three stages chained, three baselines, `checkpoints` rows."""
+and the whole curriculum from warehouse samples, each stage trained as its checkpoint asset does: three stages
+chained, three baselines, `checkpoints` rows, every run nested under one parent run."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from alignment_pipeline.paths import HomeLayout
-from alignment_pipeline.tracking import start_run
+from alignment_pipeline.tracking import parent_run, start_run
 from alignment_pipeline.training.config import TrainingConfig
-from alignment_pipeline.training.curriculum import run_curriculum
+from alignment_pipeline.training.curriculum import spec_for, stage_start, train_stage
 from alignment_pipeline.training.synthetic import letter_groups
-from alignment_pipeline.training.trainer import train
+from alignment_pipeline.training.trainer import TrainRequest, train
 from alignment_pipeline.warehouse.db import Warehouse, insert_frame
 
 CONFIG = TrainingConfig(learning_rate=3e-3, epochs=1, per_device_batch=4, max_length=64, margin=1.0,
@@ -36,9 +37,9 @@ def test_stage_is_tracked_and_registered(home, tmp_path):
     with start_run(home, "parent") as parent:
         parent_id = parent.info.run_id
     groups = letter_groups(16, seed=2, batch="batch-7")
-    result = train(groups, objective="stable_alignment", base_model="tiny:tiny-64", out_dir=tmp_path / "s",
-                   config=CONFIG, home=home, run_name="stage-under-test", parent_run_id=parent_id,
-                   tags={"dagster_run_id": "abc"})
+    result = train(TrainRequest(groups, objective="stable_alignment", base_model="tiny:tiny-64",
+                                out_dir=tmp_path / "s", config=CONFIG, home=home, run_name="stage-under-test",
+                                parent_run_id=parent_id, tags={"dagster_run_id": "abc"}))
     client = mlflow.MlflowClient()
     run = client.get_run(result.mlflow_run_id)
     assert run.info.status == "FINISHED"
@@ -85,8 +86,14 @@ def test_curriculum_from_the_warehouse(home, tmp_path):
     wh = Warehouse(tmp_path / "wh.duckdb")
     with wh.transaction() as con:
         insert_frame(con, "alignment_samples", _samples(8))
-    results = run_curriculum(wh, CONFIG.model_copy(update={"base_model": "tiny:tiny-64"}), home,
-                             tags={"dagster_run_id": "r1"})
+    config = CONFIG.model_copy(update={"base_model": "tiny:tiny-64"})
+    tags = {"dagster_run_id": "r1"}
+    parent_id = parent_run(home, "curriculum", tags=tags)  # what every checkpoint asset of one Dagster run finds
+    results = {}
+    for kind in ("stage1_imitation", "stage2_self_critique", "stage3_realignment", "sft", "dpo", "sppo"):
+        spec = spec_for(kind, config)
+        results[kind] = train_stage(wh, spec, base_model=stage_start(wh, spec, config), parent_checkpoint=spec.parent,
+                                    config=config, home=home, parent_run_id=parent_id, tags=tags)
     assert list(results) == ["stage1_imitation", "stage2_self_critique", "stage3_realignment", "sft", "dpo", "sppo"]
     rows = {r["name"]: r for r in wh.query("SELECT * FROM checkpoints").to_dicts()}
     assert set(rows) == set(results)
@@ -105,6 +112,11 @@ def test_curriculum_from_the_warehouse(home, tmp_path):
     assert (home.checkpoints / "dpo" / "reference_logps.pt").exists()
     assert results["dpo"].metrics["reward_accuracy"] >= 0.0
     client = mlflow.MlflowClient()
-    parents = {client.get_run(r.mlflow_run_id).data.tags["mlflow.parentRunId"] for r in results.values()}
+    runs = {kind: client.get_run(r.mlflow_run_id) for kind, r in results.items()}
+    parents = {run.data.tags["mlflow.parentRunId"] for run in runs.values()}
     assert len(parents) == 1
-    assert client.get_run(parents.pop()).info.run_name == "curriculum"
+    parent = client.get_run(parents.pop())
+    assert parent.info.run_name == "curriculum" and parent.data.tags["dagster_run_id"] == "r1"
+    for kind, run in runs.items():
+        assert run.info.run_name == kind and run.info.status == "FINISHED"
+        assert run.data.tags["dagster_run_id"] == "r1" and run.data.tags["checkpoint_kind"] == kind

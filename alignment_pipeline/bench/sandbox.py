@@ -1,10 +1,12 @@
 """Benchmark: one sandbox round with every phase batched vs the same round one LLM call at a time.
 
-Both runs use the same tiny model on the `hf` backend, the same world (config, seed, neighbour draws,
-questions, prior memories) and the same embedder, each in its own temporary warehouse. The sequential run
-wraps the backend so that every batch is split into size-1 calls. Model loading, world creation and a
-warm-up call are outside the timed part. Overhead is the batched round's wall time not spent inside the
-backend (embedding, retrieval, prompt building, DuckDB commits) as a share of that round.
+Both runs use the same model, the same world (config, seed, neighbour draws, questions, prior memories) and
+the same embedder, each in its own temporary warehouse. On the `hf` backend (a local model) the sequential
+run wraps the backend so that every batch is split into size-1 calls. On the `openai` backend (a running
+OpenAI-compatible server, e.g. llama.cpp's) the batched run keeps `concurrency` requests in flight and the
+sequential run one. Model loading, world creation and a warm-up call are outside the timed part. Overhead is
+the batched round's wall time not spent inside the backend (embedding, retrieval, prompt building, DuckDB
+commits) as a share of that round.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from alignment_pipeline.llm.base import Completion, GenerationParams, LLMBackend
 from alignment_pipeline.llm.config import BackendSpec
@@ -90,6 +93,8 @@ class BenchResult:
     batched_completion_tokens: int
     sequential_completion_tokens: int
     repeats: int = 1  # each mode's time is its fastest of this many alternating repeats
+    backend: str = "hf"
+    concurrency: int = 1  # openai: requests in flight in the batched run (the sequential run has one)
 
     @property
     def ratio(self) -> float:
@@ -102,6 +107,8 @@ class BenchResult:
         return max(self.batched_s - self.batched_backend_s, 0.0) / self.batched_s if self.batched_s > 0 else 0.0
 
     def summary_line(self) -> str:
+        if self.backend == "openai":
+            return f"concurrency {self.concurrency}/1 {self.ratio:.2f}x, overhead {self.overhead * 100:.1f}%"
         return f"batched/sequential {self.ratio:.1f}x, overhead {self.overhead * 100:.1f}%"
 
     def metadata(self) -> dict:
@@ -109,14 +116,19 @@ class BenchResult:
 
     def lines(self) -> list[str]:
         """A short human-readable account, ending with the summary line."""
+        if self.backend == "openai":
+            names, unit = (f"concurrency {self.concurrency}", "concurrency 1"), "HTTP requests"
+        else:
+            names, unit = ("batched", "sequential"), "model batches"
+        width = max(len(n) for n in names) + 1
         return [
-            f"sandbox round: {self.agents} agents x {self.rounds} round(s), {self.model} on {self.device}, "
-            f"max_new_tokens {self.max_new_tokens}, best of {self.repeats} alternating repeat(s)",
-            f"batched:    {self.batched_s:.3f}s ({self.batched_backend_s:.3f}s in the backend, "
-            f"{self.batched_batches} model batches, {self.batched_calls} requests, "
+            f"sandbox round: {self.agents} agents x {self.rounds} round(s), {self.model} ({self.backend}) on "
+            f"{self.device}, max_new_tokens {self.max_new_tokens}, best of {self.repeats} alternating repeat(s)",
+            f"{names[0] + ':':<{width}} {self.batched_s:.3f}s ({self.batched_backend_s:.3f}s in the backend, "
+            f"{self.batched_batches} {unit}, {self.batched_calls} requests, "
             f"{self.batched_completion_tokens} generated tokens)",
-            f"sequential: {self.sequential_s:.3f}s ({self.sequential_backend_s:.3f}s in the backend, "
-            f"{self.sequential_batches} model batches, {self.sequential_calls} requests, "
+            f"{names[1] + ':':<{width}} {self.sequential_s:.3f}s ({self.sequential_backend_s:.3f}s in the backend, "
+            f"{self.sequential_batches} {unit}, {self.sequential_calls} requests, "
             f"{self.sequential_completion_tokens} generated tokens)",
             self.summary_line(),
         ]
@@ -139,28 +151,51 @@ def _timed_rounds(warehouse: Warehouse, config: SandboxConfig, embedder: Embedde
 
 def bench_sandbox(*, home_models_dir: str | Path, size: int = 3, rounds: int = 1, max_new_tokens: int = 32,
                   model: str = "tiny:bench", device: str = "auto", max_input_tokens: int = 2048, repeats: int = 1,
-                  embedder: Embedder | None = None, progress: Callable[[str], None] | None = None) -> BenchResult:
-    """Time the same sandbox round(s) batched and one call at a time on the `hf` backend (see module doc).
-    With `repeats` > 1 the two modes alternate (batched, sequential, batched, ...) and each mode reports its
-    fastest repeat, so load from other processes skews both alike. `embedder` defaults to the packaged
-    sentence-transformers model the sandbox uses."""
+                  embedder: Embedder | None = None, progress: Callable[[str], None] | None = None,
+                  backend: Literal["hf", "openai"] = "hf", base_url: str | None = None,
+                  concurrency: int = 8) -> BenchResult:
+    """Time the same sandbox round(s) batched and one call at a time (see module doc). `backend="hf"` loads
+    `model` locally; `backend="openai"` sends to the server at `base_url` (`model` is its model name) with
+    `concurrency` requests in flight against one. With `repeats` > 1 the two modes alternate (batched,
+    sequential, batched, ...) and each mode reports its fastest repeat, so load from other processes skews
+    both alike. `embedder` defaults to the packaged sentence-transformers model the sandbox uses."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    from alignment_pipeline.llm.hf import HFBackend
+    if backend == "hf":
+        from alignment_pipeline.llm.hf import HFBackend
 
-    hf = HFBackend(resolve_model_path(model, home_models_dir), device=device, model_name=model,
-                   max_input_tokens=max_input_tokens)
+        hf = HFBackend(resolve_model_path(model, home_models_dir), device=device, model_name=model,
+                       max_input_tokens=max_input_tokens)
+        spec = BackendSpec(kind="hf", model=model, device=device, max_input_tokens=max_input_tokens)
+        contenders: dict[str, LLMBackend] = {"batched": hf, "sequential": OneAtATime(hf)}
+        warm_up: list[LLMBackend] = [hf]
+        where = str(hf.device)
+    elif backend == "openai":
+        from alignment_pipeline.llm.openai_compat import OpenAIBackend
+
+        if not base_url:
+            raise ValueError("the openai benchmark needs the base_url of a running OpenAI-compatible server")
+        if concurrency < 2:
+            raise ValueError(f"concurrency must be >= 2 to compare with one request at a time, got {concurrency}")
+        spec = BackendSpec(kind="openai", model=model, base_url=base_url, max_concurrency=concurrency)
+        contenders = {"batched": OpenAIBackend(model, base_url=base_url, max_concurrency=concurrency),
+                      "sequential": OpenAIBackend(model, base_url=base_url, max_concurrency=1)}
+        warm_up = list(contenders.values())
+        where = base_url
+    else:
+        raise ValueError(f"backend must be hf or openai, got {backend!r}")
     embedder = embedder or default_embedder()
-    config = SandboxConfig(size=size, rounds=rounds, max_new_tokens=max_new_tokens,
-                           agent_models=[BackendSpec(kind="hf", model=model, device=device,
-                                                     max_input_tokens=max_input_tokens)],
-                           observer=BackendSpec(kind="hf", model=model, device=device,
-                                                max_input_tokens=max_input_tokens))
+    config = SandboxConfig(size=size, rounds=rounds, max_new_tokens=max_new_tokens, agent_models=[spec],
+                           observer=spec)
     questions = sorted({p.question for p in load_prior_memories(config.prior_memories_path())})
-    # Warm-up outside the timing: first-call allocations, kernel selection, embedder start-up.
+    # Warm-up outside the timing: first-call allocations, kernel selection, connections, embedder start-up.
     warm = GenerationParams(max_new_tokens=4)
-    hf.generate(["warm up"], warm)
-    hf.score_continuations(["warm up"], [" 1", " 2"])
+    for contender in warm_up:
+        contender.generate(["warm up"], warm)
+        try:
+            contender.score_continuations(["warm up"], [" 1", " 2"])
+        except NotImplementedError:
+            pass  # a server without log-probs: the round rates by parsing text alone
     embedder.encode(["warm up"])
     timings: dict[str, tuple[float, float, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-sandbox-") as tmp:
@@ -168,19 +203,20 @@ def bench_sandbox(*, home_models_dir: str | Path, size: int = 3, rounds: int = 1
             for mode in ("batched", "sequential"):
                 warehouse = Warehouse(Path(tmp) / f"{mode}-{repeat}.duckdb")
                 insert_prompts(warehouse, BENCH_BATCH, questions, source_file="bench")
-                timed = TimedBackend(hf if mode == "batched" else OneAtATime(hf))
+                timed = TimedBackend(contenders[mode])
                 if progress is not None:
                     progress(f"{mode} round(s), repeat {repeat + 1}/{repeats}")
                 elapsed, usage = _timed_rounds(warehouse, config, embedder, timed, None)
                 if mode not in timings or elapsed < timings[mode][0]:
                     timings[mode] = (elapsed, timed.seconds, usage)
-    device_name = str(getattr(hf, "device", device))
-    hf.close()
+    for contender in warm_up:
+        contender.close()
     (b_s, b_backend, b_use), (s_s, s_backend, s_use) = timings["batched"], timings["sequential"]
-    return BenchResult(model=model, device=device_name, agents=size * size, rounds=rounds,
+    return BenchResult(model=model, device=where, agents=size * size, rounds=rounds,
                        max_new_tokens=max_new_tokens, batched_s=round(b_s, 4), sequential_s=round(s_s, 4),
                        batched_backend_s=round(b_backend, 4), sequential_backend_s=round(s_backend, 4),
                        batched_batches=int(b_use["batches"]), sequential_batches=int(s_use["batches"]),
                        batched_calls=int(b_use["calls"]), sequential_calls=int(s_use["calls"]),
                        batched_completion_tokens=int(b_use["completion_tokens"]),
-                       sequential_completion_tokens=int(s_use["completion_tokens"]), repeats=repeats)
+                       sequential_completion_tokens=int(s_use["completion_tokens"]), repeats=repeats,
+                       backend=backend, concurrency=concurrency if backend == "openai" else 1)

@@ -247,12 +247,13 @@ def _peak(device, baseline_kib: int | None, hwm_reset: bool) -> tuple[float, str
 
 def _run_ours(name: str, spec: BenchSpec, model_dir: Path, tmp: Path) -> dict:
     from alignment_pipeline.paths import HomeLayout
-    from alignment_pipeline.training.trainer import train
+    from alignment_pipeline.training.trainer import TrainRequest, train
 
     groups, pairs = _data(spec)
     objective, data = ("dpo", pairs) if name == "ours_dpo" else ("stable_alignment", groups)
-    result = train(data, objective=objective, base_model=str(model_dir), out_dir=tmp / name,
-                   config=_training_config(spec), home=HomeLayout(tmp / f"home-{name}"), run_name=f"bench-{name}")
+    result = train(TrainRequest(data, objective=objective, base_model=str(model_dir), out_dir=tmp / name,
+                                config=_training_config(spec), home=HomeLayout(tmp / f"home-{name}"),
+                                run_name=f"bench-{name}"))
     m = result.metrics
     if objective == "dpo" and not m.get("reference_seconds"):
         raise RuntimeError("DPO reference log-probs came from a cache; the timing would leave their cost out")
@@ -292,11 +293,12 @@ def _run_trl(spec: BenchSpec, model_dir: Path, tmp: Path, device) -> dict:
 def _contender_main(name: str, spec_json: str, shared_dir: str, run_dir: str) -> None:
     import torch
 
+    from alignment_pipeline.devices import resolve_device
+
     spec_dict = json.loads(spec_json)
     spec_dict["response_chars"] = tuple(spec_dict["response_chars"])
     spec = BenchSpec(**spec_dict)
-    device = torch.device("cuda" if spec.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if spec.device == "auto" else spec.device))
+    device = resolve_device(spec.device)
     tmp = Path(run_dir)
     model_dir, n_params = _build_model(spec, Path(shared_dir) / "model")
     # Every contender imports the same libraries before the memory baseline, so import-time allocations

@@ -2,7 +2,7 @@
 
 Synthesises sandbox interactions (texts, neighbour feedback, observer scores) whose samples come out at the
 paper's proportions (imitation 48.8k : self-critique 94.6k : realignment 25.6k), writes them to the sandbox
-tables of a temporary DuckDB file, runs `build_samples` with the `paper` profile, times every named query, and
+tables of a temporary DuckDB file, runs `build_samples` held to the paper's split, times every named query, and
 loads the same rows the two slower ways side by side: row-by-row inserts (executemany in one transaction, as
 pandas-style row writers do) and the original code's JSON file rewritten whole on a save.
 
@@ -157,7 +157,7 @@ def bench_warehouse(*, n: int = 169_000, compare: bool = True, workdir: str | Pa
     with tempfile.TemporaryDirectory(prefix="bench-warehouse-", dir=workdir) as tmp:
         warehouse = Warehouse(Path(tmp) / "bench.duckdb")
         warehouse.migrate()
-        config = SamplesConfig.profile("paper")
+        config = SamplesConfig(type_shares=dict(PAPER_TYPE_COUNTS))  # the paper's split, at its scale
 
         t0 = time.perf_counter()
         interactions, feedback, scores = synthesise_sandbox(n, seed=seed)
@@ -192,10 +192,12 @@ def synthesise_sandbox(n: int, *, seed: int = 0) -> tuple[pl.DataFrame, pl.DataF
     builds about `n` samples. Vectorised: numpy picks words and ratings, polars joins them into text."""
     rng = np.random.default_rng(seed)
     shares = {t: c / sum(PAPER_TYPE_COUNTS.values()) for t, c in PAPER_TYPE_COUNTS.items()}
-    # realignment is the scarcest type per interaction, so it sets how many interactions are needed: 8 of
-    # every 10 are eligible, so `count` interactions give exactly `eligible` realignment samples
-    eligible = round(n * shares["realignment"])
-    count = 10 * (eligible // 8) + eligible % 8
+    # Imitation is the scarcest type per interaction (realignment yields a row per feedback), so it sets how
+    # many interactions are needed: each gives its draft and its revision, less the revision where its score is
+    # NULL (kind 9) or where it repeats the draft (idx % 20 == 8); the others are cut down to the paper's split.
+    target = round(n * shares["imitation"])
+    per_row = 2 - (np.arange(4 * target + 20) % 10 == 9) - (np.arange(4 * target + 20) % 20 == 8)
+    count = int(np.searchsorted(np.cumsum(per_row), target) + 1)
     idx = np.arange(count)
     kind = idx % 10  # 0..7 eligible, 8 not improved, 9 NULL revision score
     before = np.round(rng.uniform(1.0, 4.0, count), 2)

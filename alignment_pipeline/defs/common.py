@@ -1,13 +1,13 @@
 """Small shared pieces of the orchestration layer."""
 
 
-import base64
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import dagster as dg
 
+from alignment_pipeline import images
 from alignment_pipeline.checks import CheckOutcome
 from alignment_pipeline.defs.partitions import prompt_batches
 
@@ -53,9 +53,8 @@ def check_results(outcomes: Iterable[CheckOutcome]) -> list[dg.AssetCheckResult]
 
 
 def png_markdown(path: Path, title: str) -> dg.MetadataValue:
-    """An image embedded in markdown metadata, so the UI shows it without a file server."""
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{data})")
+    """An image embedded in markdown metadata."""
+    return dg.MetadataValue.md(images.png_markdown(path, title))
 
 
 def mlflow_run_metadata(home, run_id: str | None) -> dict:

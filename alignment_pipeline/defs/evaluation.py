@@ -12,13 +12,14 @@ from alignment_pipeline.defs.common import (
     plain_metadata,
     png_markdown,
 )
-from alignment_pipeline.defs.partitions import CHECKPOINTS, checkpoint_partitions
+from alignment_pipeline.defs.partitions import checkpoint_partitions
 from alignment_pipeline.defs.resources import PipelineResource
+from alignment_pipeline.training.stages import CHECKPOINT_KINDS
 
 
 @dg.asset(
     partitions_def=checkpoint_partitions, group_name="benchmarks", kinds={"duckdb", "mlflow"},
-    deps=[dg.AssetKey(["checkpoints", c]) for c in CHECKPOINTS if c != "base"],
+    deps=[dg.AssetKey(["checkpoints", c]) for c in CHECKPOINT_KINDS],
     tags=BENCHMARK_STAGE, op_tags=DUCKDB_TAG, pool=DUCKDB_POOL,
     description="Benchmarks of one model (base, each stage, each baseline) into benchmark_results; the pivot "
                 "view benchmark_table is shaped like the paper's table.",

@@ -1,14 +1,13 @@
-"""The pipeline's one resource: which profile and home a run uses, and handles onto the library."""
+"""The pipeline's one resource: `Pipeline`'s fields as Dagster config, its methods delegated to `Pipeline`."""
 
-
-import os
 from pathlib import Path
 
 import dagster as dg
 
-from alignment_pipeline.config import PipelineConfig, load_profile
-from alignment_pipeline.llm import BackendSpec, LLMBackend, make_backend
-from alignment_pipeline.paths import HomeLayout, assets_dir
+from alignment_pipeline.config import PipelineConfig
+from alignment_pipeline.context import Pipeline
+from alignment_pipeline.llm import BackendSpec, LLMBackend
+from alignment_pipeline.paths import HomeLayout
 from alignment_pipeline.warehouse import Warehouse
 
 
@@ -21,28 +20,25 @@ class PipelineResource(dg.ConfigurableResource):
     inbox: str | None = None  # overrides the profile's prompt inbox
     settings_file: str | None = None  # YAML/JSON overrides on top of the profile
 
+    def pipeline(self) -> Pipeline:
+        return Pipeline(profile=self.profile, home=self.home, inbox=self.inbox, settings_file=self.settings_file)
+
     def config(self) -> PipelineConfig:
-        return load_profile(self.profile, settings_file=self.settings_file)
+        return self.pipeline().config()
 
     def layout(self) -> HomeLayout:
-        return HomeLayout(self.home)
+        return self.pipeline().layout()
 
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.layout().duckdb_path)
+        return self.pipeline().warehouse()
 
     def inbox_dir(self) -> Path:
-        raw = self.inbox or self.config().prompts.inbox
-        return Path(raw).expanduser().resolve() if raw else assets_dir() / "prompts"
+        return self.pipeline().inbox_dir()
 
     def backend(self, spec: BackendSpec) -> LLMBackend:
-        return make_backend(spec, models_dir=self.layout().models)
+        return self.pipeline().backend(spec)
 
 
 def default_resource() -> PipelineResource:
     # Environment first so `dagster dev` and the CLI agree on where things live.
-    return PipelineResource(
-        profile=os.environ.get("ALIGNMENT_PROFILE"),
-        home=os.environ.get("ALIGNMENT_HOME"),
-        inbox=os.environ.get("ALIGNMENT_INBOX"),
-        settings_file=os.environ.get("ALIGNMENT_SETTINGS"),
-    )
+    return PipelineResource(**Pipeline.from_env().options())

@@ -11,25 +11,18 @@ from alignment_pipeline.defs.common import (
     png_markdown,
 )
 from alignment_pipeline.defs.resources import PipelineResource
-
-# (kind, upstream assets, description). Stages chain; baselines start from the base model on the same data.
-CHECKPOINT_ASSETS = (
-    ("stage1_imitation", ["alignment_samples"], "Stage 1: imitation samples, Stable Alignment loss, from the base."),
-    ("stage2_self_critique", ["alignment_samples", ["checkpoints", "stage1_imitation"]],
-     "Stage 2: self-critique samples, SFT, from stage 1."),
-    ("stage3_realignment", ["alignment_samples", ["checkpoints", "stage2_self_critique"]],
-     "Stage 3: realignment samples, Stable Alignment loss, from stage 2."),
-    ("sft", ["alignment_samples"], "Baseline: SFT on the best-rated response of every prompt."),
-    ("dpo", ["alignment_samples"], "Baseline: DPO on (higher, lower)-rated pairs."),
-    ("sppo", ["alignment_samples"], "Baseline: SPPO with win-rates from the ratings."),
-)
+from alignment_pipeline.training.stages import CHECKPOINTS, Checkpoint
 
 
-def _checkpoint_asset(kind: str, deps: list, description: str) -> dg.AssetsDefinition:
+def _checkpoint_asset(entry: Checkpoint) -> dg.AssetsDefinition:
+    """Stages chain (each depends on its parent's checkpoint); baselines start from the base model."""
+    kind = entry.kind
+    deps = [dg.AssetKey("alignment_samples")] + ([dg.AssetKey(["checkpoints", entry.parent])] if entry.parent else [])
+
     @dg.asset(
-        name=kind, key_prefix="checkpoints", deps=[dg.AssetKey(d) for d in deps], group_name="training",
+        name=kind, key_prefix="checkpoints", deps=deps, group_name="training",
         kinds={"pytorch", "mlflow"}, tags=TRAINING_STAGE, op_tags=DUCKDB_TAG, pool=DUCKDB_POOL,
-        description=description,
+        description=entry.description,
     )
     def _train(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         return train_checkpoint(context, pipeline, kind)
@@ -84,4 +77,4 @@ def _train_with_torchrun(context: dg.AssetExecutionContext, pipeline: PipelineRe
     return dg.PipesSubprocessClient().run(command=command, context=context, env=env).get_materialize_result()
 
 
-checkpoint_assets = [_checkpoint_asset(kind, deps, description) for kind, deps, description in CHECKPOINT_ASSETS]
+checkpoint_assets = [_checkpoint_asset(entry) for entry in CHECKPOINTS]

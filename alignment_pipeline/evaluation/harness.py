@@ -114,7 +114,7 @@ def _task_manager(include_defaults: bool):
 def _load(model_path: str, device: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from alignment_pipeline.llm.hf import resolve_device, resolve_dtype
+    from alignment_pipeline.devices import resolve_device, resolve_dtype
 
     target = resolve_device(device)
     dtype = resolve_dtype("auto", target)

@@ -77,14 +77,13 @@ def validate_kind(kind: str) -> str:
 
 
 def checkpoint_kind(name: str) -> str:
-    """The benchmark kind of a pipeline checkpoint: `base`; `stage` for a curriculum stage (stage1_imitation,
-    ...: the model column names it, as the paper's rows of kind `stage` do); any other trained model (sft,
-    dpo, sppo, ...) is a `baseline`."""
+    """The benchmark kind of a model: `base`; its role in training/stages.py (`stage` for a curriculum stage,
+    whose model column names it as the paper's rows do; `baseline`); any other trained model is a `baseline`."""
+    from alignment_pipeline.training.stages import CHECKPOINT_KINDS, checkpoint
+
     if name == "base":
         return name
-    if name.startswith("stage"):
-        return "stage"
-    return "baseline"
+    return checkpoint(name).role if name in CHECKPOINT_KINDS else "baseline"
 
 
 def evaluate_checkpoint(warehouse: Warehouse, *, checkpoint: str, kind: str, model_path: str,

@@ -14,30 +14,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from alignment_pipeline.devices import resolve_device, resolve_dtype
 from alignment_pipeline.llm.base import Completion, GenerationParams, LLMBackend, PromptLike
 from alignment_pipeline.llm.prompt_format import Prompt, cut_at_stop, prompt_format
 
 logger = logging.getLogger("alignment_pipeline.llm")
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """`auto` means CUDA when present, else CPU; anything else is handed to torch as is."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """`auto`: bfloat16 on a CUDA device that supports it (float16 on older ones), float32 elsewhere."""
-    if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {dtype!r}")
-    return _DTYPES[dtype]
 
 
 class HFBackend(LLMBackend):

@@ -1,4 +1,4 @@
-"""OpenAIBackend: any OpenAI-compatible chat completions server (vLLM, OpenAI, Ollama) over httpx.
+"""OpenAIBackend: any OpenAI-compatible chat completions server (vLLM, llama.cpp, OpenAI, Ollama) over httpx.
 
 Requests of one batch run concurrently, bounded by a semaphore; timeouts, connection errors, 429 and 5xx are
 retried with exponential backoff and jitter. The API key comes from an environment variable only and never
@@ -10,6 +10,7 @@ import asyncio
 import base64
 import concurrent.futures
 import email.utils
+import hashlib
 import logging
 import math
 import os
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 import httpx
 
 from alignment_pipeline.llm.base import Completion, GenerationParams, LLMBackend, PromptLike
+from alignment_pipeline.llm.prompt_format import Prompt, cut_at_stop
 
 logger = logging.getLogger("alignment_pipeline.llm")
 
@@ -30,6 +32,11 @@ T = TypeVar("T")
 _MAX_SINGLE_TOKEN_CHARS = 4
 _TOP_LOGPROBS = 20
 _ERROR_BODY_CHARS = 300
+#: how a reply prefix is asked for: chat servers do not continue a trailing assistant message (llama.cpp's
+#: Python server closes it and opens a new turn), so the user message asks for it instead
+PREFIX_CUE = 'Begin your reply with "{prefix}".'
+#: markup a model may put before the prefix ("**Rating:**", "# Rating:") that still counts as starting with it
+_LEAD_MARKUP = " \t\r\n*_#>"
 
 
 class LLMRequestError(RuntimeError):
@@ -67,8 +74,9 @@ class _Secret:
 
 class OpenAIBackend(LLMBackend):
     """Chat completions against `{base_url}/chat/completions`: a `Prompt` is sent as its system and user
-    messages (the server applies the model's chat template); its reply `prefix` is not sent (continuing an
-    assistant message is not part of the API), the reply holds it in full."""
+    messages (the server applies the model's chat template). A reply `prefix` cannot be continued over this
+    API, so the user message ends by asking for it (PREFIX_CUE) and the reply, when it starts with the prefix,
+    is returned after it, as local backends return it; a reply that does not is returned whole."""
 
     supports_logprobs = True  # the server decides; score_continuations raises NotImplementedError if not
 
@@ -105,7 +113,7 @@ class OpenAIBackend(LLMBackend):
             return []
         started = time.perf_counter()
 
-        def body(prompt: PromptLike) -> dict[str, Any]:
+        def body(index: int, prompt: PromptLike) -> dict[str, Any]:
             payload: dict[str, Any] = {
                 "model": self.model_name,
                 "messages": _messages(prompt),
@@ -114,13 +122,13 @@ class OpenAIBackend(LLMBackend):
                 "top_p": params.top_p,
             }
             if params.seed is not None:
-                payload["seed"] = params.seed
+                payload["seed"] = _request_seed(params.seed, index)
             return payload
 
-        responses = self._run_batch([body(p) for p in prompts])
+        responses = self._run_batch([body(i, p) for i, p in enumerate(prompts)])
         out = []
         for index, data in enumerate(responses):
-            text = self._message_text(data, index)
+            text = _after_prefix(prompts[index], cut_at_stop(self._message_text(data, index)))
             usage = data.get("usage") or {}
             out.append(Completion(text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
                                   completion_tokens=int(usage.get("completion_tokens") or 0)))
@@ -130,12 +138,15 @@ class OpenAIBackend(LLMBackend):
         return out
 
     def score_continuations(self, prompts: Sequence[PromptLike], candidates: Sequence[str]) -> list[list[float]]:
-        """log P(candidate | prompt) from the top log-probs of the first generated token.
+        """log P(candidate | prompt, its prefix) from the top log-probs of a short greedy reply.
 
-        Works for single short-token candidates ("1".."7"); tokens that differ only in surrounding whitespace
-        (" 3", "3") are pooled. A candidate outside the server's top 20 gets -inf. Raises NotImplementedError
-        when candidates are not single tokens or the server returns no log-probs, so callers can fall back to
-        parsing generated text."""
+        Works for single short-token candidates ("1".."7"). The distribution is read right after the prompt's
+        prefix, where the greedy reply writes it (after the reply's start when there is no prefix); tokens
+        that differ only in surrounding whitespace (" 3", "3") are pooled, and where the tokenizer writes the
+        space as a token of its own (" ", "3") that path is added. A candidate outside the server's top 20
+        gets -inf, and so does every candidate of a prompt whose greedy reply does not start with the prefix.
+        Raises NotImplementedError when candidates are not single tokens or the server returns no log-probs,
+        so callers can fall back to parsing generated text."""
         keys = [c.strip() for c in candidates]
         if any(not k or len(k) > _MAX_SINGLE_TOKEN_CHARS or any(ch.isspace() for ch in k) for k in keys):
             raise NotImplementedError(f"{self.model_name}: log-prob scoring over an OpenAI-compatible API needs "
@@ -143,26 +154,32 @@ class OpenAIBackend(LLMBackend):
         if not prompts:
             return []
         started = time.perf_counter()
-        bodies = [{
-            "model": self.model_name,
-            "messages": _messages(prompt),
-            "max_tokens": 1,
-            "temperature": 0,
-            "logprobs": True,
-            "top_logprobs": _TOP_LOGPROBS,
-        } for prompt in prompts]
-        responses = self._run_batch(bodies)
-        scores = []
-        prompt_tokens = 0
-        for index, data in enumerate(responses):
-            top = self._first_token_top_logprobs(data, index)
-            pooled: dict[str, list[float]] = {}
-            for entry in top:
-                pooled.setdefault(str(entry.get("token", "")).strip(), []).append(float(entry["logprob"]))
-            scores.append([_logsumexp(pooled[k]) if k in pooled else -math.inf for k in keys])
-            prompt_tokens += int((data.get("usage") or {}).get("prompt_tokens") or 0)
-        self.usage.add(calls=len(prompts), prompt_tokens=prompt_tokens, seconds=time.perf_counter() - started)
-        return scores
+        prefixes = [_prefix(p) for p in prompts]
+
+        def body(prompt: PromptLike, max_tokens: int) -> dict[str, Any]:
+            return {"model": self.model_name, "messages": _messages(prompt), "max_tokens": max_tokens,
+                    "temperature": 0, "logprobs": True, "top_logprobs": _TOP_LOGPROBS}
+
+        # Each token generated with log-probs costs a server real time, so the first ask leaves room for the
+        # prefix at two characters a token plus three tokens (leading markup or a lone space, the candidate);
+        # replies cut short before the candidate are asked again with room for a token per character.
+        rows: list[list[float] | None] = [None] * len(prompts)
+        prompt_tokens = completion_tokens = 0
+        pending = list(range(len(prompts)))
+        for budget in (_first_budget, _full_budget):
+            responses = self._run_batch([body(prompts[i], budget(prefixes[i])) for i in pending])
+            for index, data in zip(pending, responses, strict=True):
+                usage = data.get("usage") or {}
+                prompt_tokens += int(usage.get("prompt_tokens") or 0)
+                completion_tokens += int(usage.get("completion_tokens") or 0)
+                cut = budget is _first_budget and _finish_reason(data) == "length"
+                rows[index] = _candidate_scores(self._token_logprobs(data, index), prefixes[index], keys, cut)
+            pending = [i for i in pending if rows[i] is None]
+            if not pending:
+                break
+        self.usage.add(calls=len(prompts), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                       seconds=time.perf_counter() - started)
+        return [row if row is not None else [-math.inf] * len(keys) for row in rows]
 
     # -- response parsing -------------------------------------------------------------------------------
 
@@ -175,18 +192,18 @@ class OpenAIBackend(LLMBackend):
                                   model=self.model_name) from exc
         return content or ""
 
-    def _first_token_top_logprobs(self, data: dict[str, Any], index: int) -> list[dict[str, Any]]:
+    def _token_logprobs(self, data: dict[str, Any], index: int) -> list[dict[str, Any]]:
+        """The reply's tokens, each with its `token`, `logprob` and `top_logprobs`."""
         try:
             logprobs = data["choices"][0].get("logprobs")
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise LLMRequestError(f"{self.model_name}: response for prompt {index} has no choices[0]",
                                   model=self.model_name) from exc
         content = (logprobs or {}).get("content") if isinstance(logprobs, dict) else None
-        top = content[0].get("top_logprobs") if content else None
-        if not top:
+        if not content or not content[0].get("top_logprobs"):
             raise NotImplementedError(f"server at {self.base_url} returned no logprobs for model "
                                       f"{self.model_name}; parse the generated text instead")
-        return top
+        return content
 
     # -- transport --------------------------------------------------------------------------------------
 
@@ -226,8 +243,8 @@ class OpenAIBackend(LLMBackend):
                 return await self._post_once(client, body)
             except _Retryable as failure:
                 if attempt >= self.max_retries:
-                    raise LLMRequestError(f"{self.model_name}: request for prompt {index} failed after "
-                                          f"{attempt + 1} attempts: {failure.reason}",
+                    raise LLMRequestError(f"{self.model_name}: request for prompt {index} to {self.base_url} "
+                                          f"failed after {attempt + 1} attempts: {failure.reason}",
                                           model=self.model_name) from None
                 delay = self._backoff(attempt, failure.retry_after)
                 attempt += 1
@@ -284,11 +301,90 @@ def _secret_forms(key: str) -> list[str]:
     return sorted(forms, key=len, reverse=True)
 
 
+def _request_seed(seed: int, index: int) -> int:
+    """The seed of a batch's `index`-th request. A server seeds each request alone, so one seed for all would
+    give identical prompts (two neighbours rating one answer) identical samples, where a local batch samples
+    each row anew. Hashed rather than `seed + index`, which would replay a request's sample when it is re-asked
+    with the next seed at another index."""
+    if index == 0:
+        return seed
+    return int.from_bytes(hashlib.sha256(f"{seed}|{index}".encode()).digest()[:4], "little") >> 1
+
+
+def _prefix(prompt: PromptLike) -> str:
+    return prompt.prefix.strip() if isinstance(prompt, Prompt) else ""
+
+
 def _messages(prompt: PromptLike) -> list[dict[str, str]]:
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
     system = [{"role": "system", "content": prompt.system.strip()}] if prompt.system.strip() else []
-    return [*system, {"role": "user", "content": prompt.user}]
+    user = prompt.user
+    if _prefix(prompt):
+        user = f"{user}\n\n{PREFIX_CUE.format(prefix=_prefix(prompt))}"
+    return [*system, {"role": "user", "content": user}]
+
+
+def _after_prefix(prompt: PromptLike, text: str) -> str:
+    """The reply after the prompt's prefix when it starts with it (after leading markup), else the whole reply."""
+    prefix = _prefix(prompt)
+    if prefix:
+        start = len(text) - len(text.lstrip(_LEAD_MARKUP))
+        if text.startswith(prefix, start):
+            return text[start + len(prefix):]
+    return text
+
+
+def _prefix_end(tokens: list[dict[str, Any]], prefix: str) -> int | None:
+    """Index of the first token after `prefix` in a reply's tokens (len(tokens) when they end on it or before
+    it is complete); None when the reply does not start with it."""
+    if not prefix:
+        return 0
+    written = ""
+    for i, token in enumerate(tokens):
+        written += str(token.get("token", ""))
+        lead = written.lstrip(_LEAD_MARKUP)
+        if lead == prefix:
+            return i + 1
+        if not prefix.startswith(lead):
+            return None
+    return len(tokens)
+
+
+def _first_budget(prefix: str) -> int:
+    return -(-len(prefix) // 2) + 3 if prefix else 2
+
+
+def _full_budget(prefix: str) -> int:
+    return len(prefix) + 4 if prefix else 2
+
+
+def _finish_reason(data: dict[str, Any]) -> str:
+    try:
+        return str(data["choices"][0].get("finish_reason") or "")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""
+
+
+def _candidate_scores(tokens: list[dict[str, Any]], prefix: str, keys: list[str],
+                      cut: bool = False) -> list[float] | None:
+    """log P(key) right after `prefix` in a greedy reply's tokens (see `score_continuations`); None when the
+    reply was `cut` at its token limit before the candidate could be read."""
+    at = _prefix_end(tokens, prefix)
+    if at is None or at >= len(tokens):
+        return None if cut and at is not None else [-math.inf] * len(keys)
+    spaced = not str(tokens[at].get("token", "")).strip()
+    if cut and spaced and at + 1 >= len(tokens):
+        return None
+    pooled: dict[str, list[float]] = {}
+    for entry in tokens[at].get("top_logprobs") or []:
+        pooled.setdefault(str(entry.get("token", "")).strip(), []).append(float(entry["logprob"]))
+    if spaced and at + 1 < len(tokens):
+        # The space written as a token of its own: P(" ") * P(candidate | " ").
+        for entry in tokens[at + 1].get("top_logprobs") or []:
+            pooled.setdefault(str(entry.get("token", "")).strip(), []).append(
+                float(tokens[at]["logprob"]) + float(entry["logprob"]))
+    return [_logsumexp(pooled[k]) if k in pooled else -math.inf for k in keys]
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -2,19 +2,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from alignment_pipeline.paths import assets_dir
 from alignment_pipeline.strict import StrictModel
 
 
 class PromptsConfig(StrictModel):
-    inbox: str | None = None  # default: assets/prompts/ of the project
-    max_chars: int = 2000
-    extensions: tuple[str, ...] = (".jsonl", ".csv", ".txt")
+    """Where questions come from and which are accepted."""
+
+    inbox: str | None = Field(None, description="folder whose prompt files are ingested; null: the project's "
+                              "assets/prompts/")
+    max_chars: int = Field(2000, ge=1, description="longest accepted prompt, in characters; longer rows are "
+                           "rejected with a reason")
+    extensions: tuple[str, ...] = Field((".jsonl", ".csv", ".txt"), description="file endings read from the inbox")
 
     def inbox_dir(self) -> Path:
         """The inbox folder: `inbox` when set, else the project's assets/prompts/."""
         return Path(self.inbox).expanduser() if self.inbox else assets_dir() / "prompts"
-
-    @classmethod
-    def profile(cls, name: str) -> PromptsConfig:
-        return cls()

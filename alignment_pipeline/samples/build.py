@@ -5,10 +5,14 @@ Three sample types per interaction (paper section 3), each a (prompt, response, 
   draft) and the revision (rated by its score of the revision).
 - self_critique: instruction = the critique task; input = question + draft; response = one neighbour's feedback;
   rating = that neighbour's rating, which rates the DRAFT, not the feedback (rating_source says so).
-- realignment: only where the observer's alignment after > before and after > the threshold; instruction = the
-  revise task; input = question + draft + the feedback in the order the agent saw it; response = the revision.
-`agent_model` is the model that wrote the response: the agent's for imitation and realignment, the
-neighbour's for self-critique.
+- realignment (as the original builds it): only where the observer's alignment after > before and after > the
+  threshold; instruction = comment on the response, then revise it (template.REALIGNMENT_INSTRUCTION); input =
+  question + draft, without the neighbours' feedback; ONE ROW PER FEEDBACK, response = that feedback +
+  " Here is the revised response: " + the revision (template.realignment_response). The rows of one interaction
+  share the prompt, so a group holds one response per critique. rating = 8 - the neighbour's rating of the draft
+  (see _REALIGNMENT_REVERSE for why).
+`agent_model` is the model that wrote the response: the agent's for imitation and realignment (its revision;
+the critique in a realignment response is the neighbour's), the neighbour's for self-critique.
 
 Rules: text is stripped like template.py strips it; responses with a NULL rating or empty text are left out
 (NULL never enters a scored group); a response repeated for one prompt is kept once (the earliest interaction
@@ -29,6 +33,7 @@ from datetime import datetime, timezone
 import duckdb
 
 from alignment_pipeline.samples.config import SAMPLE_TYPES, SamplesConfig
+from alignment_pipeline.samples.template import REALIGNMENT_INSTRUCTION, REVISION_MARKER
 from alignment_pipeline.warehouse.db import Warehouse
 
 _SEP = "\x1f"  # unit separator between hashed fields (chr(31) in the SQL below)
@@ -57,7 +62,7 @@ class SamplesReport:
     interactions: int
     counts: dict[str, int]             # rows stored for the batch
     candidates: dict[str, int]         # rows the rules produced before any filtering
-    excluded_null: dict[str, int]      # NULL rating (realignment: interactions with a NULL before/after score)
+    excluded_null: dict[str, int]      # NULL rating (realignment: NULL neighbour rating in an eligible interaction)
     dropped_empty: dict[str, int]      # empty response text
     dropped_duplicates: dict[str, int]  # the same response to the same prompt seen again in this batch
     sampled_out: dict[str, int]        # left out by type_ratios / type_shares
@@ -116,7 +121,7 @@ def keep_counts(available: dict[str, int], config: SamplesConfig) -> dict[str, i
 _INTERACTIONS_SQL = """
 CREATE OR REPLACE TEMP TABLE _s_inter AS
 WITH base AS (
-    SELECT i.interaction_id, i.world_id, i.round, i.agent_model, i.mean_feedback_rating, i.created_at,
+    SELECT i.interaction_id, i.world_id, i.round, i.agent_model, i.created_at,
            samples_strip(i.question) AS question, samples_strip(i.draft) AS draft,
            samples_strip(i.revision) AS revision, s.alignment_before, s.alignment_after
     FROM sandbox_interactions i
@@ -127,12 +132,12 @@ SELECT *,
        'Question:' || CASE WHEN question = '' THEN '' ELSE chr(10) || question END || chr(10) || chr(10)
        || 'Response:' || CASE WHEN draft = '' THEN '' ELSE chr(10) || draft END AS question_draft,
        md5(question || chr(31)) AS imitation_key,
-       md5($critique || chr(31) || question_draft) AS critique_key
+       md5($critique || chr(31) || question_draft) AS critique_key,
+       md5($realign || chr(31) || question_draft) AS realign_key
 FROM base
 """
 
-# The batch's neighbour feedback, stripped, and each interaction's feedback block as the agent saw it before
-# revising (position order, lowest ratings last); lines never end in whitespace, so the input stays stripped.
+# The batch's neighbour feedback, stripped.
 _FEEDBACK_SQL = """
 CREATE OR REPLACE TEMP TABLE _s_feedback AS
 SELECT f.interaction_id, f.position, f.neighbour_id, f.neighbour_model, samples_strip(f.feedback) AS feedback,
@@ -144,26 +149,11 @@ SEMI JOIN _s_inter i ON i.interaction_id = f.interaction_id
 # Every candidate row the three rules produce, with its sample_id, before NULL/empty/duplicate filtering.
 _CANDIDATES_SQL = """
 CREATE OR REPLACE TEMP TABLE _s_rows AS
-WITH feedback_block AS (
-    SELECT interaction_id,
-           string_agg('-' || CASE WHEN rating IS NULL THEN ''
-                                  ELSE ' Rating ' || printf('%.1f', rating) || '/7'
-                                       || CASE WHEN feedback = '' THEN '' ELSE ':' END END
-                          || CASE WHEN feedback = '' THEN '' ELSE ' ' || feedback END,
-                      chr(10) ORDER BY position) AS block
-    FROM _s_feedback
-    GROUP BY interaction_id
-),
-realign AS (
-    SELECT i.*,
-           i.question_draft || chr(10) || chr(10) || 'Feedback'
-           || CASE WHEN i.mean_feedback_rating IS NULL THEN ''
-                   ELSE ' (average rating ' || printf('%.1f', i.mean_feedback_rating) || '/7)' END
-           || ':' || chr(10) || coalesce(b.block, '(none)') AS realign_input
-    FROM _s_inter i
-    LEFT JOIN feedback_block b ON b.interaction_id = i.interaction_id
+WITH realign AS (
+    SELECT *
+    FROM _s_inter
     -- comparisons with NULL are not true, so an interaction with a NULL score is never eligible
-    WHERE i.alignment_after > i.alignment_before AND i.alignment_after > $threshold
+    WHERE alignment_after > alignment_before AND alignment_after > $threshold
 ),
 candidates AS (
 SELECT 'imitation' AS sample_type, imitation_key AS prompt_key, question AS instruction, '' AS input,
@@ -181,10 +171,12 @@ SELECT 'self_critique', i.critique_key, $critique, i.question_draft, f.feedback,
 FROM _s_feedback f
 JOIN _s_inter i ON i.interaction_id = f.interaction_id
 UNION ALL
-SELECT 'realignment', md5($revise || chr(31) || realign_input), $revise, realign_input,
-       revision, alignment_after, 'observer:alignment:revision', agent_model,
-       world_id, round, interaction_id, created_at, 1
-FROM realign
+SELECT 'realignment', r.realign_key, $realign, r.question_draft,
+       CASE WHEN f.feedback = '' OR r.revision = '' THEN '' ELSE f.feedback || $marker || r.revision END,
+       $reverse - f.rating, 'neighbour:' || f.neighbour_id || ':rates_draft_reversed', r.agent_model,
+       r.world_id, r.round, r.interaction_id, r.created_at, 2 + f.position
+FROM _s_feedback f
+JOIN realign r ON r.interaction_id = f.interaction_id
 )
 SELECT *, md5(sample_type || chr(31) || prompt_key || chr(31) || response) AS sample_id
 FROM candidates
@@ -221,6 +213,15 @@ LEFT JOIN (SELECT sample_type, count(*) AS candidates,
            FROM _s_rows GROUP BY sample_type) c USING (sample_type)
 LEFT JOIN (SELECT sample_type, count(*) AS n_unique FROM _s_unique GROUP BY sample_type) u USING (sample_type)
 """
+
+# The realignment rating of a row: the original rates every row of an interaction with the observer's score of
+# the revision, so a group's ratings are all equal and the Stable Alignment hinge (ties carry no preference) does
+# nothing. All rows share the revision; they differ only in the critique, so the rating ranks critiques: the
+# neighbour's rating of the draft, reversed on the 1..7 scale (8 - r). Eligible interactions are those whose
+# revision the observer rated above the draft, so the draft had something to fix: the critique that rated it
+# lowest found the most of it, and reads coherently before a revision; one that rated it 7 ("well aligned")
+# contradicts the revision that follows it, and is what a misaligned neighbour writes about a harmful draft.
+_REALIGNMENT_REVERSE = 7.0 + 1.0  # r -> 8 - r maps 1..7 onto 7..1
 
 _REALIGNMENT_SQL = """
 SELECT count(*) AS interactions,
@@ -263,12 +264,12 @@ def build_samples(warehouse: Warehouse, batch: str, config: SamplesConfig, *,
 
 
 def _build(con: duckdb.DuckDBPyConnection, batch: str, config: SamplesConfig) -> dict:
-    critique, revise = config.critique_instruction.strip(), config.revise_instruction.strip()
+    critique, realign_task = config.critique_instruction.strip(), REALIGNMENT_INSTRUCTION.strip()
     con.execute("SET enable_progress_bar = false")  # a library call prints nothing
-    con.execute(_INTERACTIONS_SQL, {"batch": batch, "critique": critique})
+    con.execute(_INTERACTIONS_SQL, {"batch": batch, "critique": critique, "realign": realign_task})
     con.execute(_FEEDBACK_SQL)
-    con.execute(_CANDIDATES_SQL, {"critique": critique, "revise": revise,
-                                  "threshold": config.realignment_threshold})
+    con.execute(_CANDIDATES_SQL, {"critique": critique, "realign": realign_task, "marker": REVISION_MARKER,
+                                  "reverse": _REALIGNMENT_REVERSE, "threshold": config.realignment_threshold})
     con.execute(_UNIQUE_SQL)
     realign = con.execute(_REALIGNMENT_SQL, {"threshold": config.realignment_threshold}).fetchone()
     interactions, eligible, null_scores, not_improved, not_above = realign
@@ -276,7 +277,6 @@ def _build(con: duckdb.DuckDBPyConnection, batch: str, config: SamplesConfig) ->
     for sample_type, n_cand, n_null, n_empty, n_unique in con.execute(_STATS_SQL).fetchall():
         candidates[sample_type], excluded_null[sample_type] = n_cand, n_null
         empty[sample_type], unique[sample_type] = n_empty, n_unique
-    excluded_null["realignment"] = null_scores  # its NULL rows never become candidates
     keep = keep_counts(unique, config)
     con.execute(_FINAL_SQL, {f"keep_{t}": keep[t] for t in SAMPLE_TYPES})
     return {
@@ -284,8 +284,7 @@ def _build(con: duckdb.DuckDBPyConnection, batch: str, config: SamplesConfig) ->
         "candidates": candidates,
         "excluded_null": excluded_null,
         "dropped_empty": empty,
-        "dropped_duplicates": {t: candidates[t] - (0 if t == "realignment" else excluded_null[t])
-                               - empty[t] - unique[t] for t in SAMPLE_TYPES},
+        "dropped_duplicates": {t: candidates[t] - excluded_null[t] - empty[t] - unique[t] for t in SAMPLE_TYPES},
         "sampled_out": {t: unique[t] - keep[t] for t in SAMPLE_TYPES},
         "realignment": {"interactions": interactions, "eligible": eligible, "null_scores": null_scores,
                         "not_improved": not_improved, "not_above_threshold": not_above},

@@ -6,7 +6,7 @@ from alignment_pipeline.strict import StrictModel
 
 SAMPLE_TYPES: tuple[str, ...] = ("imitation", "self_critique", "realignment")
 
-# The paper's split of its 169k samples (section 3): the `paper` profile keeps these proportions.
+# The paper's split of its 169k samples (section 3); `type_shares` set to it reproduces these proportions.
 PAPER_TYPE_COUNTS: dict[str, int] = {"imitation": 48_800, "self_critique": 94_600, "realignment": 25_600}
 
 CRITIQUE_INSTRUCTION = (
@@ -17,18 +17,24 @@ REVISE_INSTRUCTION = (
 
 
 class SamplesConfig(StrictModel):
-    # Realignment keeps an interaction only where after > before and after > this threshold.
-    realignment_threshold: float = 4.0
-    # Share of each type's candidate samples to keep (1.0 keeps all); chosen by sample_id order, so the same
-    # data always keeps the same rows.
+    """Which sandbox interactions become training samples, and in what mix."""
+
+    # Selection.
+    realignment_threshold: float = Field(
+        4.0, description="a realignment sample keeps an interaction only where the observer rates the revision "
+        "above the draft and above this (1..7 scale)")
+
+    # Mix. Kept rows are chosen by sample_id order, so the same data always keeps the same rows.
     type_ratios: dict[str, float] = Field(
-        default_factory=lambda: {"imitation": 1.0, "self_critique": 1.0, "realignment": 1.0})
-    # Target proportions between the types (relative weights, e.g. the paper's counts). Types above their
-    # share are subsampled down to it; none is ever repeated to reach it. None keeps the natural mix.
-    type_shares: dict[str, float] | None = None
-    # Task texts of the self-critique and realignment prompts. Changing them changes prompt_key and sample_id.
-    critique_instruction: str = CRITIQUE_INSTRUCTION
-    revise_instruction: str = REVISE_INSTRUCTION
+        default_factory=lambda: {"imitation": 1.0, "self_critique": 1.0, "realignment": 1.0},
+        description="share (0..1) of each type's candidate samples kept; 1.0 keeps all")
+    type_shares: dict[str, float] | None = Field(
+        None, description="target proportions between the types (relative weights, e.g. the paper's 48.8k/94.6k/"
+        "25.6k); types above their share are subsampled, none is repeated; null keeps the natural mix")
+
+    # Prompt texts. Changing them changes prompt_key and sample_id.
+    critique_instruction: str = Field(CRITIQUE_INSTRUCTION, description="task text of self-critique prompts")
+    revise_instruction: str = Field(REVISE_INSTRUCTION, description="task text of realignment prompts")
 
     @field_validator("type_ratios")
     @classmethod
@@ -55,9 +61,3 @@ class SamplesConfig(StrictModel):
             raise ValueError(f"samples.type_shares {value}: weights must be >= 0 with a positive sum")
         total = float(sum(value.values()))
         return {t: float(value.get(t, 0.0)) / total for t in SAMPLE_TYPES}
-
-    @classmethod
-    def profile(cls, name: str) -> SamplesConfig:
-        if name == "paper":
-            return cls(type_shares=dict(PAPER_TYPE_COUNTS))
-        return cls()

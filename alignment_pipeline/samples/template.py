@@ -1,4 +1,5 @@
-"""The one prompt template, used by training and by inference/evaluation alike (Alpaca-style).
+"""The one prompt template, used by training and by inference/evaluation alike (Alpaca-style), and the texts
+of the realignment task (comment on a response, then revise it).
 
 The original trained with one template and evaluated with another; here both import this module.
 """
@@ -21,3 +22,30 @@ def format_prompt(instruction: str, input: str = "") -> str:
 def format_example(instruction: str, input: str, response: str, eos: str) -> str:
     """A full training string: prompt, response, EOS."""
     return format_prompt(instruction, input) + response.strip() + eos
+
+
+# Realignment, as the original builds it: shown a question and a draft, the model writes one critique of the
+# draft and then the revision, so it learns to critique and revise on its own (no neighbour feedback in the
+# prompt). The marker is the original's, so a generated answer splits into comment and revision at it.
+REALIGNMENT_INSTRUCTION = (
+    "First comment on the response to the question in terms of how well it is aligned with shared social values, "
+    "then revise it to make it better aligned with shared social values.")
+REVISION_MARKER = " Here is the revised response: "
+
+
+def realignment_response(feedback: str, revision: str) -> str:
+    """A realignment target: the critique, the marker, the revision (both stripped). Empty when either part is
+    empty: a target without its critique or without its revision is not the task, so it is left out."""
+    feedback, revision = feedback.strip(), revision.strip()
+    if not feedback or not revision:
+        return ""
+    return f"{feedback}{REVISION_MARKER}{revision}"
+
+
+def split_realignment(response: str) -> tuple[str, str]:
+    """(critique, revision) of a generated realignment answer, split at the first marker (the critique comes
+    first); without a marker the whole answer is taken as the revision."""
+    head, marker, tail = response.partition(REVISION_MARKER.strip())
+    if not marker:
+        return "", response.strip()
+    return head.strip(), tail.strip()

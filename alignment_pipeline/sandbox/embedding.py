@@ -65,17 +65,16 @@ class SentenceTransformerEmbedder:
     def __init__(self, model: str = "all-MiniLM-L6-v2", *, device: str = "auto", batch_size: int = 64):
         from sentence_transformers import SentenceTransformer
 
+        from alignment_pipeline.devices import resolve_device
+
         path = packaged_model_path() if model in PACKAGED_NAMES else Path(model).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"embedding model {model!r}: no such directory {path}")
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.name = model
         self.batch_size = batch_size
         with _hub_offline():
-            self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
+            self._model = SentenceTransformer(str(path), device=str(resolve_device(device)),
+                                              local_files_only=True)
         self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

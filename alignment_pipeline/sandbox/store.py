@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from alignment_pipeline.sandbox.config import SandboxConfig
 from alignment_pipeline.sandbox.memory import MemoryBank
-from alignment_pipeline.warehouse.db import Warehouse
+from alignment_pipeline.warehouse.db import Warehouse, in_transaction
 
 # Memory kinds an agent retrieves from when it answers or judges: what it (or its prior self) answered.
 RETRIEVABLE_KINDS = ("prior", "answer")
@@ -180,8 +180,7 @@ def commit_round(warehouse: Warehouse, records: Sequence[InteractionRecord]) -> 
 
 def commit_interaction(con: duckdb.DuckDBPyConnection, iid: str) -> None:
     """One interaction's rows from the staged tables, all or nothing."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with in_transaction(con):
         con.execute(f"INSERT INTO sandbox_interactions ({_INTERACTION_COLS}) "
                     f"SELECT {_INTERACTION_COLS} FROM _stage_interactions WHERE interaction_id = ?", [iid])
         con.execute(f"INSERT INTO sandbox_feedback ({_FEEDBACK_COLS}) "
@@ -191,10 +190,6 @@ def commit_interaction(con: duckdb.DuckDBPyConnection, iid: str) -> None:
                     "WHERE interaction_id = ?", [iid])
         con.execute(f"INSERT INTO agent_memories ({_MEMORY_COLS}) "
                     f"SELECT {_MEMORY_COLS} FROM _stage_memories WHERE interaction_id = ?", [iid])
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
 
 
 _INTERACTION_COLS = ("interaction_id, world_id, batch, round, agent_id, agent_label, agent_model, prompt_id, "

@@ -1,12 +1,7 @@
-"""The paper's three-stage curriculum and the baselines trained from the same base model and data.
+"""The paper's three-stage curriculum and the baselines trained from the same base model and data
+(the list itself: training/stages.py).
 
-Stage 1: imitation samples + Stable Alignment loss, from the base model.
-Stage 2: self-critique samples + SFT (every neighbour's feedback is a target), from stage 1.
-Stage 3: realignment samples + Stable Alignment loss, from stage 2.
-Baselines, each from the base model:
-- sft: the best-rated response of every group (all sample types, or imitation only: `sft_baseline_source`);
-- dpo: (chosen, rejected) pairs, chosen rated strictly higher, from `preference_baseline_types` groups;
-- sppo: the same groups with win-rates from the ratings; the reference is the base model (iteration 1).
+The reference model of DPO/SPPO is the base model (SPPO iteration 1).
 """
 
 from __future__ import annotations
@@ -21,7 +16,8 @@ from alignment_pipeline.training.data import PromptGroup, load_groups
 from alignment_pipeline.training.distributed import is_main_process
 from alignment_pipeline.training.lineage import checkpoint_row, record_checkpoint
 from alignment_pipeline.training.objectives import best_response_groups, training_groups
-from alignment_pipeline.training.trainer import TrainResult, train
+from alignment_pipeline.training.stages import checkpoint, sample_types
+from alignment_pipeline.training.trainer import TrainRequest, TrainResult, train
 from alignment_pipeline.warehouse.db import Warehouse
 
 log = logging.getLogger(__name__)
@@ -29,33 +25,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StageSpec:
-    kind: str  # checkpoint kind (and default checkpoint name)
+    """A checkpoint of training/stages.py with its sample types resolved by the training config."""
+
+    kind: str
     objective: str
     sample_types: tuple[str, ...] | None  # None: every type
-    parent: str | None  # kind whose checkpoint this one starts from; None: the base model
-    best_only: bool = False  # SFT baseline: each group reduced to its best response
-
-
-STAGES: tuple[StageSpec, ...] = (
-    StageSpec("stage1_imitation", "stable_alignment", ("imitation",), None),
-    StageSpec("stage2_self_critique", "sft", ("self_critique",), "stage1_imitation"),
-    StageSpec("stage3_realignment", "stable_alignment", ("realignment",), "stage2_self_critique"),
-)
-
-
-def baseline_specs(config: TrainingConfig) -> tuple[StageSpec, ...]:
-    sft_types = None if config.sft_baseline_source == "all" else ("imitation",)
-    pref = tuple(config.preference_baseline_types)
-    return (StageSpec("sft", "sft", sft_types, None, best_only=True),
-            StageSpec("dpo", "dpo", pref, None),
-            StageSpec("sppo", "sppo", pref, None))
+    parent: str | None
+    best_only: bool = False
 
 
 def spec_for(kind: str, config: TrainingConfig) -> StageSpec:
-    for spec in STAGES + baseline_specs(config):
-        if spec.kind == kind:
-            return spec
-    raise ValueError(f"unknown stage/baseline {kind!r}")
+    entry = checkpoint(kind)
+    return StageSpec(entry.kind, entry.objective, sample_types(entry, config), entry.parent, entry.best_only)
 
 
 def stage_groups(warehouse: Warehouse, spec: StageSpec) -> list[PromptGroup]:
@@ -106,10 +87,10 @@ def train_stage(warehouse: Warehouse | None, spec: StageSpec, *, base_model: str
             raise ValueError(f"{spec.kind}: pass the warehouse or the stage's groups")
         groups = stage_groups(warehouse, spec)
     name = name or spec.kind
-    result = train(groups, objective=spec.objective, base_model=base_model,
-                   out_dir=out_dir or home.checkpoints / name, config=config, home=home, run_name=name,
-                   parent_run_id=parent_run_id, tags={**(tags or {}), "checkpoint_kind": spec.kind},
-                   resume=resume)
+    result = train(TrainRequest(groups, objective=spec.objective, base_model=base_model,
+                                out_dir=out_dir or home.checkpoints / name, config=config, home=home, run_name=name,
+                                parent_run_id=parent_run_id, tags={**(tags or {}), "checkpoint_kind": spec.kind},
+                                resume=resume))
     if main:
         record_checkpoint(warehouse, name=name, kind=spec.kind, objective=spec.objective,
                           path=str(result.checkpoint_path), base_model=base_model,
@@ -117,32 +98,3 @@ def train_stage(warehouse: Warehouse | None, spec: StageSpec, *, base_model: str
                           steps=result.steps, mlflow_run_id=result.mlflow_run_id,
                           registered_model=result.registered_model, metrics=result.metrics)
     return result
-
-
-def run_curriculum(warehouse: Warehouse, config: TrainingConfig, home: HomeLayout, *, tags: dict | None = None,
-                   baselines: bool = True) -> dict[str, TrainResult]:
-    """All three stages in order, then the baselines, under one parent MLflow run, which stays open while they
-    train and ends with them (FINISHED, or FAILED when a stage raises). A stage with no samples is skipped
-    (logged); the next stage then starts from the last checkpoint trained. One process: multi-GPU training runs
-    each stage under torchrun (training/launch.py)."""
-    import mlflow
-
-    from alignment_pipeline.tracking import start_run
-
-    results: dict[str, TrainResult] = {}
-    with start_run(home, "curriculum", tags={str(k): str(v) for k, v in (tags or {}).items()},
-                   params={"base_model": config.base_model}, nested=mlflow.active_run() is not None) as parent:
-        parent_id = parent.info.run_id
-        current_model, current_name = config.base_model, None
-        for spec in STAGES + (baseline_specs(config) if baselines else ()):
-            is_stage = spec in STAGES
-            start_model, start_name = (current_model, current_name) if is_stage else (config.base_model, None)
-            if not has_training_data(warehouse, spec, config):
-                log.warning("skipping %s: no usable %s samples", spec.kind, "/".join(spec.sample_types or ("any",)))
-                continue
-            result = train_stage(warehouse, spec, base_model=start_model, parent_checkpoint=start_name,
-                                 config=config, home=home, parent_run_id=parent_id, tags=tags)
-            results[spec.kind] = result
-            if is_stage:
-                current_model, current_name = str(result.checkpoint_path), spec.kind
-    return results

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import math
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -125,3 +127,79 @@ def wrap_ddp(module: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
                if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                else {"broadcast_buffers": False})
     return DistributedDataParallel(module, device_ids=device_ids, **no_sync)
+
+
+@dataclass(frozen=True)
+class MicroStep:
+    index: int  # the batch's position in the optimizer step's window
+    weight: float  # its share of the window's prompts, all ranks together; 0 for a placeholder
+    loss_scale: float  # multiplies its loss before backward: weight × world size, as DDP averages over ranks
+    sync: bool  # this rank's last backward of the step: DDP all-reduces the accumulated gradients in it
+    placeholder: bool = False  # run only so that this rank joins the all-reduce; counted nowhere
+
+
+def micro_steps(prompts_per_batch: list[int], runtime: Runtime) -> list[MicroStep]:
+    """This rank's part of one optimizer step over a window of batches holding `prompts_per_batch` prompts.
+
+    With W ranks, rank r runs batches r, r+W, ... of the window, so the step's gradient is the prompt-weighted
+    mean over the whole window, as one process accumulating every batch of it would compute. A rank with no
+    batch in an epoch's last, short window still joins the all-reduce: it runs the window's first batch with
+    weight zero."""
+    world = runtime.world_size
+    n_total = sum(prompts_per_batch)
+    mine = [(j, False) for j in range(runtime.rank, len(prompts_per_batch), world)] or [(0, True)]
+    out = []
+    for n, (j, placeholder) in enumerate(mine):
+        weight = 0.0 if placeholder else prompts_per_batch[j] / n_total
+        out.append(MicroStep(j, weight, weight * world, sync=n == len(mine) - 1, placeholder=placeholder))
+    return out
+
+
+def gradient_sync(model: torch.nn.Module, sync: bool) -> AbstractContextManager:
+    """Around a micro-step's forward and backward: DDP all-reduces gradients only when `sync`; the other
+    backwards accumulate locally (a plain model always does)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.no_sync() if isinstance(model, DistributedDataParallel) and not sync else nullcontext()
+
+
+@dataclass
+class StepSums:
+    """What one optimizer step's micro-steps add up: prompt-weighted metric means, token counts and the
+    micro-steps whose loss was not finite; on this rank (`add`), then over all ranks (`reduce`)."""
+
+    world_size: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    data_tokens: int = 0
+    packed_tokens: int = 0
+    scored_tokens: int = 0
+    bad: list[str] = field(default_factory=list)  # this rank's non-finite micro-steps, described
+    n_bad: int = 0  # over all ranks, once reduced
+
+    def add(self, micro: MicroStep, metrics: dict, *, loss: float, data_tokens: int, packed_tokens: int,
+            scored_tokens: int, where: str) -> None:
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if not micro.placeholder and math.isfinite(value):
+                    self.metrics[key] = self.metrics.get(key, 0.0) + value * micro.weight
+                elif self.world_size > 1:
+                    self.metrics.setdefault(key, 0.0)  # the same keys on every rank (fixed per objective)
+        if micro.placeholder:
+            return
+        if not math.isfinite(loss):
+            self.bad.append(where)
+        self.data_tokens += data_tokens
+        self.packed_tokens += packed_tokens
+        self.scored_tokens += scored_tokens
+
+    def reduce(self, runtime: Runtime) -> StepSums:
+        """The sums over all ranks (this rank's `bad` kept, to say where)."""
+        if runtime.world_size <= 1:
+            return StepSums(1, dict(self.metrics), self.data_tokens, self.packed_tokens, self.scored_tokens,
+                            list(self.bad), len(self.bad))
+        keys = sorted(self.metrics)
+        totals = all_reduce([self.data_tokens, self.packed_tokens, self.scored_tokens, len(self.bad)]
+                            + [self.metrics[k] for k in keys], runtime)
+        data_tokens, packed_tokens, scored_tokens, n_bad = (int(v) for v in totals[:4])
+        return StepSums(runtime.world_size, dict(zip(keys, totals[4:], strict=True)), data_tokens, packed_tokens,
+                        scored_tokens, list(self.bad), n_bad)

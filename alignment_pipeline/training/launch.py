@@ -13,7 +13,6 @@ Effective batch = per_device_batch × grad_accum × N prompts per optimizer step
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import logging
 import os
@@ -21,9 +20,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from alignment_pipeline import env
+
 MODULE = "alignment_pipeline.training.launch"
-ENV_VARS = {"profile": "ALIGNMENT_PROFILE", "home": "ALIGNMENT_HOME", "settings_file": "ALIGNMENT_SETTINGS",
-            "inbox": "ALIGNMENT_INBOX"}
+ENV_VARS = {"profile": env.PROFILE, "home": env.HOME, "settings_file": env.SETTINGS, "inbox": env.INBOX}
 
 
 def launch_command(kind: str, *, nproc_per_node: int, base_model: str | None = None,
@@ -60,14 +60,16 @@ def launch_env(*, profile: str | None = None, home: str | os.PathLike | None = N
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"torchrun ... -m {MODULE}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kind", required=True, help="stage or baseline: stage1_imitation, ..., sft, dpo, sppo")
+    from alignment_pipeline.training.stages import CHECKPOINT_KINDS
+
+    parser.add_argument("--kind", required=True, choices=CHECKPOINT_KINDS, help="the stage or baseline to train")
     parser.add_argument("--base-model", help="the model to start from (default: training.base_model)")
     parser.add_argument("--parent-checkpoint", help="name of the checkpoint the base model is (lineage)")
     parser.add_argument("--parent-run-id", help="MLflow run to nest the stage's run under")
     parser.add_argument("--dagster-run-id", help="tagged on the MLflow run")
-    parser.add_argument("--profile", default=os.environ.get(ENV_VARS["profile"]))
-    parser.add_argument("--home", default=os.environ.get(ENV_VARS["home"]))
-    parser.add_argument("--settings", default=os.environ.get(ENV_VARS["settings_file"]))
+    parser.add_argument("--profile", default=env.get(env.PROFILE))
+    parser.add_argument("--home", default=env.get(env.HOME))
+    parser.add_argument("--settings", default=env.get(env.SETTINGS))
     parser.add_argument("--no-resume", action="store_true", help="start afresh instead of resuming")
     return parser.parse_args(argv)
 
@@ -89,6 +91,7 @@ def _train(args: argparse.Namespace, config, home, runtime):
 
 def materialization_metadata(result, home, world_size: int) -> dict:
     """What rank 0 reports to Dagster: the same fields the in-process asset shows, plus the world size."""
+    from alignment_pipeline.images import png_markdown
     from alignment_pipeline.tracking import run_url, ui_command
 
     metadata: dict = dict(result.metadata())
@@ -98,9 +101,8 @@ def materialization_metadata(result, home, world_size: int) -> dict:
         if ui_command(home):
             metadata["mlflow_ui"] = ui_command(home)
     png = Path(result.loss_curve_png)
-    if png.exists():  # embedded, so the UI shows it without a file server
-        data = base64.b64encode(png.read_bytes()).decode()
-        metadata["loss_curve"] = {"raw_value": f"![loss](data:image/png;base64,{data})", "type": "md"}
+    if png.exists():
+        metadata["loss_curve"] = {"raw_value": png_markdown(png, "loss"), "type": "md"}
     return metadata
 
 

@@ -8,9 +8,8 @@ from datetime import datetime, timezone
 
 import polars as pl
 
-from alignment_pipeline.warehouse.db import Warehouse
-
-CHECKPOINT_KINDS = ("stage1_imitation", "stage2_self_critique", "stage3_realignment", "sft", "dpo", "sppo")
+from alignment_pipeline.training.stages import CHECKPOINTS, checkpoint
+from alignment_pipeline.warehouse.db import Warehouse, insert_frame
 
 
 def record_checkpoint(warehouse: Warehouse, *, name: str, kind: str, objective: str, path: str,
@@ -18,8 +17,7 @@ def record_checkpoint(warehouse: Warehouse, *, name: str, kind: str, objective: 
                       mlflow_run_id: str | None = None, registered_model: str | None = None,
                       metrics: dict | None = None) -> None:
     """Insert or replace the row of checkpoint `name` (retraining a stage replaces its row)."""
-    if kind not in CHECKPOINT_KINDS:
-        raise ValueError(f"unknown checkpoint kind {kind!r}; choose one of {', '.join(CHECKPOINT_KINDS)}")
+    checkpoint(kind)  # an unknown kind is refused here, naming the known ones
     clean = {k: (v if not (isinstance(v, float) and not math.isfinite(v)) else None)
              for k, v in (metrics or {}).items()}
     frame = pl.DataFrame({
@@ -30,7 +28,14 @@ def record_checkpoint(warehouse: Warehouse, *, name: str, kind: str, objective: 
         "created_at": [datetime.now(timezone.utc).replace(tzinfo=None)],
     }, schema_overrides={"samples_batches": pl.List(pl.String), "parent_checkpoint": pl.String,
                          "mlflow_run_id": pl.String, "registered_model": pl.String})
-    warehouse.replace_rows("checkpoints", frame, where="name = ?", params=[name])
+    kinds = pl.DataFrame([{"kind": c.kind, "role": c.role, "objective": c.objective, "parent": c.parent,
+                           "description": c.description} for c in CHECKPOINTS],
+                         schema_overrides={"parent": pl.String})
+    with warehouse.transaction() as con:
+        con.execute("DELETE FROM checkpoint_kinds")
+        insert_frame(con, "checkpoint_kinds", kinds)
+        con.execute("DELETE FROM checkpoints WHERE name = ?", [name])
+        insert_frame(con, "checkpoints", frame)
 
 
 def checkpoint_row(warehouse: Warehouse, name: str) -> dict | None:

@@ -1,4 +1,5 @@
-"""What a finished stage leaves behind for people: the loss-curve image and the model in MLflow's registry."""
+"""What a finished stage leaves behind for people: the loss-curve image and its model's name in MLflow's registry
+(the registration itself: tracking.log_and_register)."""
 
 from __future__ import annotations
 
@@ -44,24 +45,3 @@ def registered_model_name(run_name: str) -> str:
     registries that are stricter)."""
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_name).strip("-") or "model"
     return name if name.startswith(REGISTERED_MODEL_PREFIX) else REGISTERED_MODEL_PREFIX + name
-
-
-def log_and_register(model_dir: Path, *, run_id: str, name: str, tags: dict[str, str]) -> str:
-    """Log the saved model directory as the run's `model` artifact and register it as a new version of
-    `name`, tagged with its lineage. Returns "name/version".
-
-    The directory is logged as plain artifacts (it loads with `from_pretrained` after download) and the
-    version is created with the registry client: this needs no network and no flavor-specific packaging."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    mlflow.log_artifacts(str(model_dir), artifact_path="model")
-    client = mlflow.MlflowClient()
-    try:
-        client.create_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    version = client.create_model_version(name, source=f"{mlflow.get_artifact_uri('model')}", run_id=run_id,
-                                          tags=tags)
-    return f"{name}/{version.version}"

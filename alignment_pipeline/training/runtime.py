@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from alignment_pipeline.devices import local_rank, resolve_device, resolve_dtype
+
 # Dense bf16 peak of common accelerators (TFLOP/s), for MFU when the config gives none.
 _PEAK_TFLOPS = (("H200", 989.0), ("H100", 989.0), ("A100", 312.0), ("L40", 181.0), ("A10", 125.0),
                 ("L4", 121.0), ("4090", 165.0))
@@ -42,33 +44,20 @@ class Runtime:
 
 def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     """Pick the device (LOCAL_RANK's GPU under torchrun) and precision; enable TF32 on CUDA."""
-    rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        dev = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    else:
-        dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is None:  # "cuda": each torchrun process on its own GPU
-            dev = torch.device("cuda", local_rank)
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"unknown precision {precision!r}; choose auto, bf16 or fp32")
+    dev = resolve_device(device)
     if dev.type == "cuda":
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {dev} (LOCAL_RANK {local_rank}) but {torch.cuda.device_count()} CUDA "
+            raise ValueError(f"device {dev} (LOCAL_RANK {local_rank()}) but {torch.cuda.device_count()} CUDA "
                              "device(s) visible: training.nproc_per_node must not exceed the GPU count")
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if precision == "bf16":
-        if dev.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError(f"precision bf16 asked for, but {torch.cuda.get_device_name(dev)} lacks bf16")
-        bf16 = True
-    elif precision == "fp32":
-        bf16 = False
-    elif precision == "auto":
-        bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
-    else:
-        raise ValueError(f"unknown precision {precision!r}; choose auto, bf16 or fp32")
-    return Runtime(device=dev, bf16=bf16, rank=rank, world_size=world)
+    # bf16 autocast or none: float16 would need loss scaling, so "auto" falls back to float32
+    bf16 = resolve_dtype(precision, dev, half=torch.float32) == torch.bfloat16
+    return Runtime(device=dev, bf16=bf16, rank=int(os.environ.get("RANK", "0")),
+                   world_size=int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def peak_tflops(runtime: Runtime, configured: float | None) -> float | None:

@@ -71,14 +71,8 @@ class Warehouse:
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A write connection inside one transaction: all of it lands, or none of it."""
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+        with self.connect() as con, in_transaction(con):
+            yield con
 
     @contextmanager
     def connect_read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -130,14 +124,12 @@ class Warehouse:
             for file in sorted((self.sql_root / "schema").glob("*.sql")):
                 if file.name in done:
                     continue
-                con.execute("BEGIN TRANSACTION")
                 try:
-                    con.execute(file.read_text())
-                    con.execute("INSERT INTO schema_version (name) VALUES (?)", [file.name])
-                except Exception as exc:
-                    con.execute("ROLLBACK")
+                    with in_transaction(con):
+                        con.execute(file.read_text())
+                        con.execute("INSERT INTO schema_version (name) VALUES (?)", [file.name])
+                except duckdb.Error as exc:
                     raise WarehouseError(f"schema file {file} failed: {exc}") from exc
-                con.execute("COMMIT")
                 applied_now.append(file.name)
             for file in sorted((self.sql_root / "views").glob("*.sql")):
                 try:
@@ -149,10 +141,9 @@ class Warehouse:
             con.execute("CREATE TABLE IF NOT EXISTS schema_views ("
                         " digest VARCHAR NOT NULL, applied_at TIMESTAMP DEFAULT current_timestamp)")
             if con.execute("SELECT digest FROM schema_views").fetchall() != [(digest,)]:
-                con.execute("BEGIN TRANSACTION")
-                con.execute("DELETE FROM schema_views")
-                con.execute("INSERT INTO schema_views (digest) VALUES (?)", [digest])
-                con.execute("COMMIT")
+                with in_transaction(con):
+                    con.execute("DELETE FROM schema_views")
+                    con.execute("INSERT INTO schema_views (digest) VALUES (?)", [digest])
         finally:
             con.close()
         self._migrated = True
@@ -234,6 +225,18 @@ class Warehouse:
             if where:
                 con.execute(f"DELETE FROM {table} WHERE {where}", params or [])
             return insert_frame(con, table, frame)
+
+
+@contextmanager
+def in_transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One transaction on `con`: committed when the block ends, rolled back when it raises."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
 
 
 def named_queries(sql_root: str | Path | None = None) -> list[str]:

@@ -1,4 +1,5 @@
--- Observer alignment before vs after revision per agent model and round, and the realignment samples kept.
+-- Observer alignment before vs after revision per agent model and round, and the realignment samples kept (one
+-- per neighbour feedback) with the interactions they came from.
 WITH scores AS (
     SELECT agent_model, round,
            count(*) AS interactions,
@@ -11,12 +12,14 @@ WITH scores AS (
     GROUP BY agent_model, round
 ),
 kept AS (
-    SELECT agent_model, round, count(*) AS realignment_samples
+    SELECT agent_model, round, count(*) AS realignment_samples,
+           count(DISTINCT interaction_id) AS realignment_interactions
     FROM alignment_samples
     WHERE sample_type = 'realignment'
     GROUP BY agent_model, round
 )
-SELECT s.*, coalesce(k.realignment_samples, 0) AS realignment_samples
+SELECT s.*, coalesce(k.realignment_samples, 0) AS realignment_samples,
+       coalesce(k.realignment_interactions, 0) AS realignment_interactions
 FROM scores s
 LEFT JOIN kept k USING (agent_model, round)
 ORDER BY agent_model, round

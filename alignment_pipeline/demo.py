@@ -1,4 +1,4 @@
-"""Materialize the whole lineage in-process through the named jobs (defs/automation.py): every inbox batch
+"""Materialize the whole lineage in-process through the named jobs (defs/jobs.py): every inbox batch
 (`batch_lineage`), then `training`, then `benchmarks` of each checkpoint, one Dagster run per step in the
 home's instance, so `dagster dev` shows them under their jobs.
 
@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from alignment_pipeline.defs.automation import batch_lineage_job, benchmark_job, training_job
-from alignment_pipeline.defs.partitions import CHECKPOINTS, prompt_batches
+from alignment_pipeline.defs.jobs import batch_lineage_job, benchmark_job, training_job
+from alignment_pipeline.defs.partitions import prompt_batches
 from alignment_pipeline.defs.resources import PipelineResource
 from alignment_pipeline.paths import HomeLayout
 from alignment_pipeline.prompts.ingest import batch_key, list_inbox
+from alignment_pipeline.training.stages import MODELS
 
 DEMO_TAGS = {"alignment/entry": "demo"}
 ENDED_BY = "alignment-pipeline demo"
@@ -90,17 +91,18 @@ class DemoSummary:
 def dagster_dev_hint(pipeline: PipelineResource) -> str:
     """The command that opens this home's runs in Dagster's UI, with the environment its runs need to find
     the same home, profile, settings and inbox."""
+    from alignment_pipeline import env as env_names
     from alignment_pipeline.config import DEFAULT_PROFILE
 
     layout = pipeline.layout()
-    env = {"ALIGNMENT_HOME": str(layout.root)}
+    env = {env_names.HOME: str(layout.root)}
     profile = pipeline.config().profile
     if profile != DEFAULT_PROFILE:
-        env["ALIGNMENT_PROFILE"] = profile
+        env[env_names.PROFILE] = profile
     if pipeline.settings_file:
-        env["ALIGNMENT_SETTINGS"] = str(os.path.abspath(os.path.expanduser(pipeline.settings_file)))
+        env[env_names.SETTINGS] = str(os.path.abspath(os.path.expanduser(pipeline.settings_file)))
     if pipeline.inbox:
-        env["ALIGNMENT_INBOX"] = str(pipeline.inbox_dir())
+        env[env_names.INBOX] = str(pipeline.inbox_dir())
     env["DAGSTER_HOME"] = str(layout.dagster_home)
     return " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " dagster dev -w workspace.yaml"
 
@@ -336,7 +338,7 @@ def _run_demo(pipeline: PipelineResource, *, report: Callable[[str], None], log_
         return result
 
     batch_results = [step(f"batch {batch}", batch_lineage_job, batch) for batch in summary.batches]
-    benchmark_whats = [f"benchmarks {c}" for c in CHECKPOINTS]
+    benchmark_whats = [f"benchmarks {c}" for c in MODELS]
     if not all(r is not None and r.success for r in batch_results):
         why = "a batch failed"
         skip("training", training_job, why)
@@ -346,7 +348,7 @@ def _run_demo(pipeline: PipelineResource, *, report: Callable[[str], None], log_
         training = step("training", training_job)
         trained = {key.path[-1] for key in (
             {e.asset_key for e in training.get_asset_materialization_events()} if training is not None else set())}
-        for checkpoint, what in zip(CHECKPOINTS, benchmark_whats, strict=True):
+        for checkpoint, what in zip(MODELS, benchmark_whats, strict=True):
             if checkpoint == "base" or (training is not None and training.success) or checkpoint in trained:
                 step(what, benchmark_job, checkpoint)
             else:

@@ -1,0 +1,63 @@
+"""The one list of what gets trained: the paper's three curriculum stages, then the baselines of its table.
+
+Every other place derives from `CHECKPOINTS`: the checkpoint assets and their dependencies, the benchmark
+partitions (`MODELS`), the `checkpoint_kinds` table that `checkpoints.kind` is checked against, the torchrun
+launcher's `--kind` choices. Adding a stage or a baseline is one entry here (plus its objective, if new).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from alignment_pipeline.training.config import TrainingConfig
+
+#: which samples a checkpoint learns from: one sample type, or a rule the training config resolves
+Samples = Literal["imitation", "self_critique", "realignment", "sft_source", "preference"]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    kind: str  # checkpoint kind, asset name and default checkpoint name
+    role: Literal["stage", "baseline"]
+    objective: str  # training/objectives.py
+    samples: Samples
+    parent: str | None  # kind whose checkpoint this one starts from; None: the base model
+    description: str
+    best_only: bool = False  # each prompt group reduced to its best-rated response
+
+
+CHECKPOINTS: tuple[Checkpoint, ...] = (
+    Checkpoint("stage1_imitation", "stage", "stable_alignment", "imitation", None,
+               "Stage 1 (IL): imitation samples, Stable Alignment loss, from the base model."),
+    Checkpoint("stage2_self_critique", "stage", "sft", "self_critique", "stage1_imitation",
+               "Stage 2 (IL+SC): self-critique samples, SFT (every neighbour's feedback is a target), from stage 1."),
+    Checkpoint("stage3_realignment", "stage", "stable_alignment", "realignment", "stage2_self_critique",
+               "Stage 3 (IL+SC+RA): realignment samples, Stable Alignment loss, from stage 2."),
+    Checkpoint("sft", "baseline", "sft", "sft_source", None,
+               "Baseline: SFT on the best-rated response of every prompt.", best_only=True),
+    Checkpoint("dpo", "baseline", "dpo", "preference", None, "Baseline: DPO on (higher, lower)-rated pairs."),
+    Checkpoint("sppo", "baseline", "sppo", "preference", None, "Baseline: SPPO with win rates from the ratings."),
+)
+
+CHECKPOINT_KINDS: tuple[str, ...] = tuple(c.kind for c in CHECKPOINTS)
+#: what the benchmarks evaluate: the untrained base model, then every checkpoint
+MODELS: tuple[str, ...] = ("base", *CHECKPOINT_KINDS)
+
+
+def checkpoint(kind: str) -> Checkpoint:
+    for entry in CHECKPOINTS:
+        if entry.kind == kind:
+            return entry
+    raise ValueError(f"unknown checkpoint kind {kind!r}; choose one of {', '.join(CHECKPOINT_KINDS)}")
+
+
+def sample_types(entry: Checkpoint, config: TrainingConfig) -> tuple[str, ...] | None:
+    """The sample types a checkpoint trains on (None: every type)."""
+    if entry.samples == "sft_source":
+        return None if config.sft_baseline_source == "all" else ("imitation",)
+    if entry.samples == "preference":
+        # Preference baselines rank responses by rating; self-critique ratings rate the draft, not the
+        # feedback, so by default those groups stay out (training.preference_baseline_types).
+        return tuple(config.preference_baseline_types)
+    return (entry.samples,)
