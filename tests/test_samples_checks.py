@@ -14,7 +14,7 @@ from alignment_pipeline.samples.checks import (
     blocking_checks,
     check_type_shares,
 )
-from alignment_pipeline.samples.config import SamplesConfig
+from alignment_pipeline.samples.config import PAPER_TYPE_COUNTS, SamplesConfig
 from alignment_pipeline.samples.scripted import ScriptedInteraction as S
 from alignment_pipeline.samples.scripted import interaction_id, write_scripted
 from alignment_pipeline.warehouse.db import Warehouse
@@ -55,8 +55,9 @@ def test_checks_pass_on_built_samples(warehouse):
     assert all(o.passed for o in result.values()), {n: o.description for n, o in result.items()}
     assert [o.name for o in blocking_checks(warehouse, "b1")] == list(BLOCKING_CHECK_NAMES)
     shares = result["samples_type_shares"].metadata
-    assert (shares["count_imitation"], shares["count_self_critique"], shares["count_realignment"]) == (4, 3, 1)
-    assert shares["share_imitation"] == 0.5
+    # realignment: one row per feedback of FIRST (the only eligible interaction)
+    assert (shares["count_imitation"], shares["count_self_critique"], shares["count_realignment"]) == (4, 3, 2)
+    assert shares["share_imitation"] == round(4 / 9, 4)
 
 
 @pytest.mark.parametrize("changes,failing", [
@@ -82,11 +83,11 @@ def test_failed_check_reports_examples(warehouse):
     outcome = outcomes(warehouse)["samples_rating_in_range"]
     assert outcome.metadata["out_of_range"] == 1
     assert outcome.metadata["examples"][0]["response"] == "bad rating row"
-    assert "1 of 9 samples" in outcome.description
+    assert "1 of 10 samples" in outcome.description
 
 
 def test_type_shares_fail_on_an_empty_batch(warehouse):
     outcome = check_type_shares(warehouse, "no-such-batch")
     assert not outcome.passed and outcome.metadata["samples"] == 0
-    paper = check_type_shares(warehouse, "b1", SamplesConfig.profile("paper"))
+    paper = check_type_shares(warehouse, "b1", SamplesConfig(type_shares=dict(PAPER_TYPE_COUNTS)))
     assert paper.passed and paper.metadata["max_share_deviation"] > 0
