@@ -72,6 +72,7 @@ def test_seed_prompts_asset_keeps_good_rows_and_reports_rejects(tmp_path):
         checks = {c.check_name: (c.passed, c.severity) for c in result.get_asset_check_evaluations()}
         assert checks == {"no_empty_text": (True, dg.AssetCheckSeverity.ERROR),
                           "unique_hash": (True, dg.AssetCheckSeverity.ERROR),
+                          "hash_matches_text": (True, dg.AssetCheckSeverity.ERROR),
                           "rejected_rows": (False, dg.AssetCheckSeverity.WARN)}  # 2 rows rejected: a warning
     warehouse = resource.warehouse()
     assert warehouse.count("prompts") == 2

@@ -119,13 +119,14 @@ def test_every_check_spec_has_its_functions_description():
 
 
 def test_check_specs_refuses_a_check_without_docstring():
+    from alignment_pipeline.checks import Check
     from alignment_pipeline.defs.common import check_specs
 
     def check_undocumented(warehouse, batch):
         return None
 
     with pytest.raises(ValueError, match="no docstring"):
-        check_specs("a", [check_undocumented])
+        check_specs("a", [Check("undocumented", check_undocumented)])
 
 
 # -- 5. rejected rows are a warning --------------------------------------------------------------------------
@@ -144,11 +145,11 @@ def test_rejected_rows_warns_when_rows_were_rejected(tmp_path):
     assert (bad.passed, bad.severity, bad.metadata["rejected"]) == (False, "WARN", 2)
     assert good.passed and good.metadata["rejected"] == 0
 
-    results = check_results([bad, CheckOutcome("other", False, "broken")])
+    results = check_results([bad, CheckOutcome(name="other", passed=False, description="broken")])
     assert [(r.passed, r.severity) for r in results] == [
         (False, dg.AssetCheckSeverity.WARN), (False, dg.AssetCheckSeverity.ERROR)]
     with pytest.raises(ValueError, match="severity"):
-        CheckOutcome("x", True, "", severity="INFO")
+        CheckOutcome(name="x", passed=True, description="", severity="INFO")
 
 
 # -- 6. the MLflow run is a link ----------------------------------------------------------------------------

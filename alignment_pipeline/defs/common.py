@@ -1,14 +1,13 @@
 """Small shared pieces of the orchestration layer."""
 
 
-import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
 
 from alignment_pipeline import images
-from alignment_pipeline.checks import CheckOutcome
+from alignment_pipeline.checks import Check, CheckOutcome
 from alignment_pipeline.defs.partitions import prompt_batches
 
 # Every asset that writes DuckDB carries this tag (the executor runs one at a time: DuckDB allows a single
@@ -17,28 +16,9 @@ DUCKDB_TAG = {"alignment/duckdb": "writer"}
 DUCKDB_POOL = "duckdb_writer"
 
 
-def check_specs(asset: str, checks: Mapping[str, Callable] | Iterable[Callable], *,
-                blocking: bool = False) -> list[dg.AssetCheckSpec]:
-    """Asset check specs for the domain check functions that compute them, each described by its function's
-    docstring (first paragraph), which the UI shows on the check's page. `checks` maps check names to
-    functions, or lists functions named `check_<name>`."""
-    named = checks.items() if isinstance(checks, Mapping) else [(_check_name(f), f) for f in checks]
-    return [dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=check_description(function))
-            for name, function in named]
-
-
-def check_description(function: Callable) -> str:
-    """The first paragraph of the function's docstring, on one line."""
-    doc = inspect.getdoc(function)
-    if not doc:
-        raise ValueError(f"check function {function.__qualname__} has no docstring to describe its check")
-    return " ".join(doc.split("\n\n", 1)[0].split())
-
-
-def _check_name(function: Callable) -> str:
-    if not function.__name__.startswith("check_"):
-        raise ValueError(f"{function.__qualname__} is not named check_<name>: pass {{name: function}} instead")
-    return function.__name__.removeprefix("check_")
+def check_specs(asset: str, checks: Iterable[Check]) -> list[dg.AssetCheckSpec]:
+    """Asset check specs for the domain's checks, each described by its function's docstring."""
+    return [dg.AssetCheckSpec(c.name, asset=asset, blocking=c.blocking, description=c.description) for c in checks]
 
 
 def check_results(outcomes: Iterable[CheckOutcome]) -> list[dg.AssetCheckResult]:

@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from alignment_pipeline.checks import run_checks
 from alignment_pipeline.defs.common import (
     batch_asset,
     check_results,
@@ -10,7 +11,7 @@ from alignment_pipeline.defs.common import (
     plain_metadata,
 )
 from alignment_pipeline.defs.resources import PipelineResource
-from alignment_pipeline.prompts import checks
+from alignment_pipeline.prompts.checks import SEED_PROMPT_CHECKS
 from alignment_pipeline.prompts.ingest import (
     BATCH_PROMPTS_WHERE,
     PromptFileError,
@@ -23,8 +24,7 @@ from alignment_pipeline.prompts.ingest import (
 
 @batch_asset(
     group_name="prompts",
-    check_specs=check_specs(
-        "seed_prompts", (checks.check_no_empty_text, checks.check_unique_hash, checks.check_rejected_rows)),
+    check_specs=check_specs("seed_prompts", SEED_PROMPT_CHECKS),
     description="Prompts of one inbox file, whitespace-normalised and deduplicated across batches; bad rows are "
                 "quarantined in rejected_prompts with their line and reason.",
 )
@@ -48,11 +48,7 @@ def seed_prompts(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
         raise dg.Failure(str(exc)) from exc
     for rejection in report.rejected:
         context.log.warning(f"{report.source_file}:{rejection.line}: {rejection.reason}")
-    outcomes = [
-        checks.check_no_empty_text(warehouse, batch),
-        checks.check_unique_hash(warehouse),
-        checks.check_rejected_rows(warehouse, batch),
-    ]
+    outcomes = run_checks(SEED_PROMPT_CHECKS, warehouse=warehouse, batch=batch)
     total = warehouse.count("prompts", BATCH_PROMPTS_WHERE, [batch, batch])
     return dg.MaterializeResult(
         metadata={"dagster/row_count": total, **plain_metadata(report.metadata())},

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from alignment_pipeline.checks import run_checks
 from alignment_pipeline.defs.common import (
     batch_asset,
     check_results,
@@ -13,7 +14,7 @@ from alignment_pipeline.defs.common import (
     png_markdown,
 )
 from alignment_pipeline.defs.resources import PipelineResource
-from alignment_pipeline.sandbox import checks as sandbox_checks
+from alignment_pipeline.sandbox.checks import SCORED_REVISION_CHECKS, TRANSCRIPT_CHECKS
 
 # The library imports numpy, torch and sentence-transformers: imported inside the assets so that loading the
 # definitions (UI, sensor ticks) stays fast.
@@ -21,24 +22,17 @@ from alignment_pipeline.sandbox import checks as sandbox_checks
 
 @batch_asset(
     deps=["seed_prompts"], group_name="sandbox",
-    check_specs=[*check_specs("sandbox_transcripts", (sandbox_checks.check_ratings_valid,
-                                                      sandbox_checks.check_interactions_complete,
-                                                      sandbox_checks.check_revisions_differ)),
-                 *check_specs("sandbox_transcripts", (sandbox_checks.check_outputs_clean,), blocking=True)],
+    check_specs=check_specs("sandbox_transcripts", TRANSCRIPT_CHECKS),
     description="Back-Scatter rounds of a grid of LLM agents with memory: drafts, neighbour feedback with 1-7 "
                 "ratings, revisions. Resumes where a crashed run stopped.",
 )
 def sandbox_transcripts(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    from alignment_pipeline.sandbox import checks
     from alignment_pipeline.sandbox.run import run_sandbox
     from alignment_pipeline.summary import sandbox_quality
 
     batch, config, warehouse = context.partition_key, pipeline.config().sandbox, pipeline.warehouse()
     report = run_sandbox(warehouse, batch, config, backend_for=pipeline.backend, progress=context.log.info)
-    outcomes = [checks.check_ratings_valid(warehouse, batch),
-                checks.check_interactions_complete(warehouse, batch, config),
-                checks.check_revisions_differ(warehouse, batch),
-                checks.check_outputs_clean(warehouse, batch, config.min_clean_share)]
+    outcomes = run_checks(TRANSCRIPT_CHECKS, warehouse=warehouse, batch=batch, config=config)
     quality = sandbox_quality(warehouse, batch)
     shown = ("clean_share", "feedback_parsed_share", "neighbours_disagree_share")
     return dg.MaterializeResult(
@@ -50,11 +44,10 @@ def sandbox_transcripts(context: dg.AssetExecutionContext, pipeline: PipelineRes
 
 @batch_asset(
     deps=[sandbox_transcripts], group_name="sandbox",
-    check_specs=check_specs("scored_revisions", (sandbox_checks.check_ratings_valid,)),
+    check_specs=check_specs("scored_revisions", SCORED_REVISION_CHECKS),
     description="Memoryless observers rate alignment and engagement (1-7) of each draft and revision.",
 )
 def scored_revisions(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    from alignment_pipeline.sandbox import checks
     from alignment_pipeline.sandbox.report import rating_histogram_png
     from alignment_pipeline.sandbox.scoring import score_revisions
     from alignment_pipeline.summary import sandbox_quality
@@ -72,5 +65,5 @@ def scored_revisions(context: dg.AssetExecutionContext, pipeline: PipelineResour
                   **plain_metadata({f"{k}_after_minus_before": v for k, v in quality.items()
                                     if k in ("alignment", "engagement")}),
                   "observer_parsed_share": quality["observer_parsed_share"]},
-        check_results=check_results([checks.check_ratings_valid(warehouse, batch)]),
+        check_results=check_results(run_checks(SCORED_REVISION_CHECKS, warehouse=warehouse, batch=batch)),
     )

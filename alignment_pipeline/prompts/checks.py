@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alignment_pipeline.checks import CheckOutcome
+from alignment_pipeline.checks import Check, CheckOutcome
 from alignment_pipeline.prompts.ingest import BATCH_PROMPTS_WHERE
 from alignment_pipeline.warehouse.db import Warehouse
 
@@ -13,7 +13,6 @@ def check_no_empty_text(warehouse: Warehouse, batch: str) -> CheckOutcome:
         "SELECT count(*) AS total, count(*) FILTER (WHERE text IS NULL OR trim(text) = '') AS empty "
         f"FROM prompts WHERE {BATCH_PROMPTS_WHERE}", [batch, batch]).row(0)
     return CheckOutcome(
-        name="no_empty_text",
         passed=empty == 0,
         description=f"{empty} of {total} prompts of batch {batch!r} have empty text",
         metadata={"batch": batch, "prompts": total, "empty": empty},
@@ -26,7 +25,6 @@ def check_unique_hash(warehouse: Warehouse) -> CheckOutcome:
         "SELECT hash, count(*) AS n FROM prompts GROUP BY hash HAVING count(*) > 1 ORDER BY n DESC, hash")
     total = warehouse.count("prompts")
     return CheckOutcome(
-        name="unique_hash",
         passed=frame.height == 0,
         description=f"{frame.height} hashes are shared by more than one of {total} prompts",
         metadata={"prompts": total, "duplicated_hashes": frame.height,
@@ -40,7 +38,6 @@ def check_hash_matches_text(warehouse: Warehouse, batch: str) -> CheckOutcome:
         f"SELECT count(*), count(*) FILTER (WHERE hash <> sha256(text)) FROM prompts WHERE {BATCH_PROMPTS_WHERE}",
         [batch, batch]).row(0)
     return CheckOutcome(
-        name="hash_matches_text",
         passed=mismatched == 0,
         description=f"{mismatched} of {total} prompts of batch {batch!r} have a hash that is not sha256(text)",
         metadata={"batch": batch, "prompts": total, "mismatched": mismatched},
@@ -59,7 +56,6 @@ def check_rejected_rows(warehouse: Warehouse, batch: str) -> CheckOutcome:
     reasons = dict(frame.select("kind", "n").rows())
     rejected = sum(reasons.values())
     return CheckOutcome(
-        name="rejected_rows",
         passed=rejected == 0,
         severity="WARN",
         description=f"{rejected} rows of batch {batch!r} were rejected"
@@ -69,3 +65,11 @@ def check_rejected_rows(warehouse: Warehouse, batch: str) -> CheckOutcome:
 
 
 rejected_count_outcome = check_rejected_rows  # the former name
+
+
+SEED_PROMPT_CHECKS: tuple[Check, ...] = (
+    Check("no_empty_text", check_no_empty_text),
+    Check("unique_hash", check_unique_hash),
+    Check("hash_matches_text", check_hash_matches_text),
+    Check("rejected_rows", check_rejected_rows),
+)

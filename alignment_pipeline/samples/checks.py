@@ -3,13 +3,9 @@ orchestration layer). The blocking ones stop training on bad data."""
 
 from __future__ import annotations
 
-from alignment_pipeline.checks import CheckOutcome
+from alignment_pipeline.checks import Check, CheckOutcome, run_checks
 from alignment_pipeline.samples.config import SAMPLE_TYPES, SamplesConfig
 from alignment_pipeline.warehouse.db import Warehouse
-
-BLOCKING_CHECK_NAMES: tuple[str, ...] = (
-    "samples_rating_in_range", "samples_nonempty_response", "samples_unique_id", "samples_traceable")
-CHECK_NAMES: tuple[str, ...] = (*BLOCKING_CHECK_NAMES, "samples_type_shares")
 
 
 def check_rating_in_range(warehouse: Warehouse, batch: str) -> CheckOutcome:
@@ -19,7 +15,7 @@ def check_rating_in_range(warehouse: Warehouse, batch: str) -> CheckOutcome:
         "count(*) FILTER (WHERE rating IS NULL) FROM alignment_samples WHERE batch = ?", [batch]).row(0)
     examples = _examples(warehouse, batch, "rating IS NULL OR NOT (rating BETWEEN 1 AND 7) OR isnan(rating)")
     return CheckOutcome(
-        name="samples_rating_in_range", passed=bad == 0,
+        passed=bad == 0,
         description=f"{bad} of {total} samples of batch {batch!r} have a rating outside 1..7 or NULL",
         metadata={"batch": batch, "samples": total, "out_of_range": bad, "null": nulls, "examples": examples})
 
@@ -31,7 +27,7 @@ def check_nonempty_response(warehouse: Warehouse, batch: str) -> CheckOutcome:
         "FROM alignment_samples WHERE batch = ?", [batch]).row(0)
     examples = _examples(warehouse, batch, "response IS NULL OR samples_strip(response) = ''")
     return CheckOutcome(
-        name="samples_nonempty_response", passed=bad == 0,
+        passed=bad == 0,
         description=f"{bad} of {total} samples of batch {batch!r} have an empty response",
         metadata={"batch": batch, "samples": total, "empty": bad, "examples": examples})
 
@@ -46,7 +42,7 @@ def check_unique_id(warehouse: Warehouse, batch: str) -> CheckOutcome:
         "FROM alignment_samples WHERE batch = ?", [batch]).row(0)
     duplicated = total - distinct
     return CheckOutcome(
-        name="samples_unique_id", passed=duplicated == 0 and bad_key == 0 and bad_id == 0,
+        passed=duplicated == 0 and bad_key == 0 and bad_id == 0,
         description=(f"batch {batch!r}: {duplicated} repeated sample_ids, {bad_key} prompt_keys and {bad_id} "
                      f"sample_ids not matching their content, of {total} samples"),
         metadata={"batch": batch, "samples": total, "repeated_ids": duplicated, "mismatched_prompt_key": bad_key,
@@ -65,7 +61,7 @@ def check_traceable(warehouse: Warehouse, batch: str) -> CheckOutcome:
         "ON i.interaction_id = s.interaction_id AND i.batch = s.batch AND i.world_id = s.world_id "
         "AND i.round = s.round WHERE s.batch = ? ORDER BY s.sample_id LIMIT 5", [batch]).to_dicts()
     return CheckOutcome(
-        name="samples_traceable", passed=orphans == 0,
+        passed=orphans == 0,
         description=f"{orphans} of {total} samples of batch {batch!r} do not join back to an interaction",
         metadata={"batch": batch, "samples": total, "orphans": orphans, "examples": examples})
 
@@ -83,20 +79,30 @@ def check_type_shares(warehouse: Warehouse, batch: str, config: SamplesConfig | 
     if config is not None and config.type_shares is not None and total:
         metadata["max_share_deviation"] = round(max(abs(shares[t] - config.type_shares[t]) for t in SAMPLE_TYPES), 4)
     return CheckOutcome(
-        name="samples_type_shares", passed=total > 0,
+        passed=total > 0,
         description=f"batch {batch!r}: " + ", ".join(f"{t} {counts[t]} ({shares[t]:.1%})" for t in counts),
         metadata=metadata)
 
 
+# Failing a blocking check stops training on the batch.
+SAMPLE_CHECKS: tuple[Check, ...] = (
+    Check("samples_rating_in_range", check_rating_in_range, blocking=True),
+    Check("samples_nonempty_response", check_nonempty_response, blocking=True),
+    Check("samples_unique_id", check_unique_id, blocking=True),
+    Check("samples_traceable", check_traceable, blocking=True),
+    Check("samples_type_shares", check_type_shares),
+)
+CHECK_NAMES: tuple[str, ...] = tuple(c.name for c in SAMPLE_CHECKS)
+BLOCKING_CHECK_NAMES: tuple[str, ...] = tuple(c.name for c in SAMPLE_CHECKS if c.blocking)
+
+
 def blocking_checks(warehouse: Warehouse, batch: str) -> list[CheckOutcome]:
-    """The checks whose failure must stop training on this batch (names: BLOCKING_CHECK_NAMES)."""
-    return [check_rating_in_range(warehouse, batch), check_nonempty_response(warehouse, batch),
-            check_unique_id(warehouse, batch), check_traceable(warehouse, batch)]
+    """The checks whose failure must stop training on this batch."""
+    return run_checks((c for c in SAMPLE_CHECKS if c.blocking), warehouse=warehouse, batch=batch)
 
 
 def all_checks(warehouse: Warehouse, batch: str, config: SamplesConfig | None = None) -> list[CheckOutcome]:
-    """Blocking checks plus the type-share report (names: CHECK_NAMES)."""
-    return [*blocking_checks(warehouse, batch), check_type_shares(warehouse, batch, config)]
+    return run_checks(SAMPLE_CHECKS, warehouse=warehouse, batch=batch, config=config)
 
 
 def _examples(warehouse: Warehouse, batch: str, condition: str) -> list[dict]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alignment_pipeline.checks import CheckOutcome
+from alignment_pipeline.checks import Check, CheckOutcome
 from alignment_pipeline.sandbox.answers import is_clean
 from alignment_pipeline.sandbox.config import SandboxConfig
 from alignment_pipeline.sandbox.world import World
@@ -43,7 +43,7 @@ def check_ratings_valid(warehouse: Warehouse, batch: str) -> CheckOutcome:
         [batch, batch])
     passed = violations.height == 0
     return CheckOutcome(
-        name="ratings_valid", passed=passed,
+        passed=passed,
         description=("every rating is in 1..7 or NULL with a reason" if passed
                      else f"{violations.height} ratings are neither in 1..7 nor NULL with a reason"),
         metadata={**{k: int(v) for k, v in counts.items()}, "violations": violations.height,
@@ -85,7 +85,7 @@ def check_interactions_complete(warehouse: Warehouse, batch: str, config: Sandbo
             problems.append(f"{where}: feedback order differs from neighbour_ids")
     passed = not missing and not problems
     return CheckOutcome(
-        name="interactions_complete", passed=passed,
+        passed=passed,
         description=(f"all {len(expected)} interactions of {world_id} are complete" if passed
                      else f"{len(missing)} interactions missing, {len(problems)} incomplete in {world_id}"),
         metadata={"world_id": world_id, "expected": len(expected), "found": len(found), "missing": len(missing),
@@ -106,17 +106,18 @@ def check_revisions_differ(warehouse: Warehouse, batch: str) -> CheckOutcome:
     share = (total - same.height) / total if total else None
     passed = total > 0 and same.height == 0
     return CheckOutcome(
-        name="revisions_differ", passed=passed,
+        passed=passed,
         description=("no interactions" if total == 0 else
                      f"{share:.1%} of {total} revisions differ from their drafts"),
         metadata={"interactions": total, "identical": same.height, "share_differ": share,
                   "examples": same["interaction_id"].head(5).to_list() if same.height else []})
 
 
-def check_outputs_clean(warehouse: Warehouse, batch: str, min_share: float) -> CheckOutcome:
+def check_outputs_clean(warehouse: Warehouse, batch: str, config: SandboxConfig) -> CheckOutcome:
     """Drafts and revisions are answers (sandbox/answers.py: non-empty, no template header, turn marker or
-    rating line). Fails when the clean share of the batch's drafts and revisions is below `min_share`, or
+    rating line). Fails when the clean share of the batch's drafts and revisions is below `sandbox.min_clean_share`, or
     when the batch has none."""
+    min_share = config.min_clean_share
     frame = warehouse.query("SELECT interaction_id, draft, revision FROM sandbox_interactions WHERE batch = ? "
                             "ORDER BY round, agent_id", [batch])
     unclean = [(row["interaction_id"], kind, row[kind]) for row in frame.iter_rows(named=True)
@@ -126,9 +127,19 @@ def check_outputs_clean(warehouse: Warehouse, batch: str, min_share: float) -> C
     share = (total - len(unclean)) / total if total else None
     passed = share is not None and share >= min_share
     return CheckOutcome(
-        name="outputs_clean", passed=passed,
+        passed=passed,
         description=("no interactions" if share is None else
                      f"{share:.1%} of {total} drafts and revisions are clean answers (bar {min_share:.0%})"),
         metadata={"answers": total, "clean_share": share, "unclean_drafts": drafts,
                   "unclean_revisions": len(unclean) - drafts, "min_share": min_share,
                   "examples": [f"{iid} {kind}: {(text or '')[:120]!r}" for iid, kind, text in unclean[:5]]})
+
+
+TRANSCRIPT_CHECKS: tuple[Check, ...] = (
+    Check("ratings_valid", check_ratings_valid),
+    Check("interactions_complete", check_interactions_complete),
+    Check("revisions_differ", check_revisions_differ),
+    # answers that are not answers would poison every sample built from them
+    Check("outputs_clean", check_outputs_clean, blocking=True),
+)
+SCORED_REVISION_CHECKS: tuple[Check, ...] = (Check("ratings_valid", check_ratings_valid),)
