@@ -9,10 +9,10 @@ import dagster as dg
 import pytest
 
 from alignment_pipeline.definitions import defs
-from alignment_pipeline.defs.sensors import new_prompt_files
 from alignment_pipeline.defs.partitions import prompt_batches
 from alignment_pipeline.defs.prompts import seed_prompts
 from alignment_pipeline.defs.resources import PipelineResource
+from alignment_pipeline.defs.sensors import new_prompt_files
 from alignment_pipeline.prompts.ingest import batch_key
 
 ROOT = Path(__file__).resolve().parents[1]

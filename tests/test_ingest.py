@@ -16,8 +16,8 @@ from alignment_pipeline.paths import assets_dir
 from alignment_pipeline.prompts.checks import (
     check_hash_matches_text,
     check_no_empty_text,
+    check_rejected_rows,
     check_unique_hash,
-    rejected_count_outcome,
 )
 from alignment_pipeline.prompts.ingest import batch_key, ingest_file, list_inbox
 from alignment_pipeline.prompts.readers import PromptFileError, normalise_text, read_prompt_file, text_hash
@@ -131,7 +131,7 @@ def test_reingesting_a_fixed_file_keeps_old_rejections_but_reports_none(wh, tmp_
     assert (report.accepted, report.duplicates, report.rejected, report.exit_code) == (1, 1, [], 0)
     # The quarantine keeps the first version's rows; the batch's standing counts only the current file.
     assert wh.count("rejected_prompts") == 2
-    assert rejected_count_outcome(wh, report.batch).metadata["rejected"] == 0
+    assert check_rejected_rows(wh, report.batch).metadata["rejected"] == 0
     assert wh.query("SELECT accepted, duplicates, rejected FROM prompt_batches").rows() == [(2, 0, 0)]
 
 
@@ -270,10 +270,10 @@ def test_checks_report_and_detect_problems(wh, tmp_path):
     assert check_no_empty_text(wh, batch).passed
     assert check_unique_hash(wh).passed and check_unique_hash(wh).metadata["prompts"] == 1
     assert check_hash_matches_text(wh, batch).passed
-    outcome = rejected_count_outcome(wh, batch)
+    outcome = check_rejected_rows(wh, batch)
     assert not outcome.passed and outcome.severity == "WARN" and outcome.metadata["rejected"] == 3
     assert outcome.metadata["reasons"] == {"invalid JSON": 2, "empty prompt": 1}
-    assert rejected_count_outcome(wh, "other.jsonl").metadata == {"batch": "other.jsonl", "rejected": 0, "reasons": {}}
+    assert check_rejected_rows(wh, "other.jsonl").metadata == {"batch": "other.jsonl", "rejected": 0, "reasons": {}}
 
     # Rows written behind the library's back are caught.
     with wh.transaction() as con:

@@ -14,13 +14,13 @@ from dagster._core.definitions.partitions.utils.base import raise_error_on_inval
 from typer.testing import CliRunner
 
 from alignment_pipeline.cli import app
-from alignment_pipeline.defs.sensors import new_prompt_files
 from alignment_pipeline.defs.resources import PipelineResource
+from alignment_pipeline.defs.sensors import new_prompt_files
 from alignment_pipeline.paths import sql_dir
 from alignment_pipeline.prompts.checks import (
     check_hash_matches_text,
     check_no_empty_text,
-    rejected_count_outcome,
+    check_rejected_rows,
 )
 from alignment_pipeline.prompts.ingest import batch_key, ingest_file
 from alignment_pipeline.prompts.readers import PromptFileError, text_hash
@@ -101,7 +101,7 @@ def test_same_file_name_in_two_folders_keeps_both_quarantines(wh, tmp_path):
     assert wh.count("rejected_prompts") == 2
     assert wh.count("prompt_batches") == 2
     for report in reports:
-        assert rejected_count_outcome(wh, report.batch).metadata["rejected"] == 1
+        assert check_rejected_rows(wh, report.batch).metadata["rejected"] == 1
         assert load_prompts(wh, report.batch)[0][1].startswith("Question from")
 
 
@@ -116,7 +116,7 @@ def test_quarantine_rows_are_kept_and_not_duplicated(wh, tmp_path):
     rows = wh.query("SELECT line, reason FROM rejected_prompts WHERE batch = ? ORDER BY line, reason",
                     [first.batch]).rows()
     assert [line for line, _ in rows] == [2, 3]  # the first version's rejection is still there
-    assert rejected_count_outcome(wh, first.batch).metadata["rejected"] == 1
+    assert check_rejected_rows(wh, first.batch).metadata["rejected"] == 1
 
 
 def test_sensor_gives_two_partitions_for_names_that_sanitise_alike(tmp_path):
@@ -263,5 +263,5 @@ def test_warehouse_from_before_the_membership_table_is_migrated(tmp_path):
     assert new.query("SELECT batch, file_sha256, line, reason FROM rejected_prompts").rows() == [
         ("old.jsonl", "abc", 1, "invalid JSON: x")]
     assert load_prompts(new, "old.jsonl") == [("p1", "Old prompt")]
-    assert rejected_count_outcome(new, "old.jsonl").metadata["rejected"] == 1
+    assert check_rejected_rows(new, "old.jsonl").metadata["rejected"] == 1
     assert new.migrate() == []  # applied once

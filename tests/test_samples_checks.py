@@ -6,14 +6,9 @@ from datetime import datetime
 
 import pytest
 
+from alignment_pipeline.checks import run_checks
 from alignment_pipeline.samples.build import SAMPLE_COLUMNS, build_samples, prompt_key, sample_id
-from alignment_pipeline.samples.checks import (
-    BLOCKING_CHECK_NAMES,
-    CHECK_NAMES,
-    all_checks,
-    blocking_checks,
-    check_type_shares,
-)
+from alignment_pipeline.samples.checks import SAMPLE_CHECKS, check_type_shares
 from alignment_pipeline.samples.config import PAPER_TYPE_COUNTS, SamplesConfig
 from alignment_pipeline.samples.scripted import ScriptedInteraction as S
 from alignment_pipeline.samples.scripted import interaction_id, write_scripted
@@ -46,14 +41,15 @@ def insert_row(warehouse: Warehouse, **changes) -> None:
 
 
 def outcomes(warehouse) -> dict:
-    return {o.name: o for o in all_checks(warehouse, "b1", SamplesConfig())}
+    return {o.name: o for o in run_checks(SAMPLE_CHECKS, warehouse=warehouse, batch="b1", config=SamplesConfig())}
 
 
 def test_checks_pass_on_built_samples(warehouse):
     result = outcomes(warehouse)
-    assert tuple(result) == CHECK_NAMES
+    assert tuple(result) == tuple(c.name for c in SAMPLE_CHECKS)
     assert all(o.passed for o in result.values()), {n: o.description for n, o in result.items()}
-    assert [o.name for o in blocking_checks(warehouse, "b1")] == list(BLOCKING_CHECK_NAMES)
+    blocking = [c for c in SAMPLE_CHECKS if c.blocking]
+    assert [o.name for o in run_checks(blocking, warehouse=warehouse, batch="b1")] == [c.name for c in blocking]
     shares = result["samples_type_shares"].metadata
     # realignment: one row per feedback of FIRST (the only eligible interaction)
     assert (shares["count_imitation"], shares["count_self_critique"], shares["count_realignment"]) == (4, 3, 2)

@@ -64,9 +64,6 @@ def check_rejected_rows(warehouse: Warehouse, batch: str) -> CheckOutcome:
     )
 
 
-rejected_count_outcome = check_rejected_rows  # the former name
-
-
 SEED_PROMPT_CHECKS: tuple[Check, ...] = (
     Check("no_empty_text", check_no_empty_text),
     Check("unique_hash", check_unique_hash),

@@ -3,7 +3,7 @@ orchestration layer). The blocking ones stop training on bad data."""
 
 from __future__ import annotations
 
-from alignment_pipeline.checks import Check, CheckOutcome, run_checks
+from alignment_pipeline.checks import Check, CheckOutcome
 from alignment_pipeline.samples.config import SAMPLE_TYPES, SamplesConfig
 from alignment_pipeline.warehouse.db import Warehouse
 
@@ -92,17 +92,6 @@ SAMPLE_CHECKS: tuple[Check, ...] = (
     Check("samples_traceable", check_traceable, blocking=True),
     Check("samples_type_shares", check_type_shares),
 )
-CHECK_NAMES: tuple[str, ...] = tuple(c.name for c in SAMPLE_CHECKS)
-BLOCKING_CHECK_NAMES: tuple[str, ...] = tuple(c.name for c in SAMPLE_CHECKS if c.blocking)
-
-
-def blocking_checks(warehouse: Warehouse, batch: str) -> list[CheckOutcome]:
-    """The checks whose failure must stop training on this batch."""
-    return run_checks((c for c in SAMPLE_CHECKS if c.blocking), warehouse=warehouse, batch=batch)
-
-
-def all_checks(warehouse: Warehouse, batch: str, config: SamplesConfig | None = None) -> list[CheckOutcome]:
-    return run_checks(SAMPLE_CHECKS, warehouse=warehouse, batch=batch, config=config)
 
 
 def _examples(warehouse: Warehouse, batch: str, condition: str) -> list[dict]:
