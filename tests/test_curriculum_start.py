@@ -27,3 +27,13 @@ def test_stage_start_follows_the_chain_and_empty_stages_pass_through(tmp_path):
     row = checkpoint_row(warehouse, "stage2_self_critique")
     assert (row["path"], row["steps"], row["parent_checkpoint"]) == ("/ckpt/stage1", 0, "stage1_imitation")
     assert stage_start(warehouse, stage3, config) == "/ckpt/stage1"
+
+
+def test_group_stats_say_how_contrastive_the_data_is():
+    from alignment_pipeline.training.curriculum import group_stats
+    from alignment_pipeline.training.data import PromptGroup
+
+    groups = [PromptGroup("q1", "", ["a"], [5.0]), PromptGroup("q2", "", ["a", "b"], [3.0, 3.0]),
+              PromptGroup("q3", "", ["a", "b", "c"], [1.0, 5.0, 5.0]), PromptGroup("q4", "", ["a", "b"], [2.0, 6.0])]
+    assert group_stats(groups) == {"groups": 4, "groups_multi_response_share": 0.75, "groups_ranked_share": 0.5}
+    assert group_stats([])["groups_ranked_share"] == 0.0

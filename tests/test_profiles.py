@@ -62,6 +62,9 @@ def test_paper_profile():
     assert paper.sandbox.observer.model not in agents, "the observer must not rate its own answers"
     assert len(agents) >= 3 and all(s.kind == "openai" for s in [*paper.sandbox.agent_models, paper.sandbox.observer])
     assert paper.samples.type_shares is None, "nothing is discarded by default"
+    # chat agents get the original's prior, the base model (a completion model in the original's terms) does not
+    assert set(paper.sandbox.chat_prior_models) < agents
+    assert all("Instruct" in m for m in paper.sandbox.chat_prior_models)
     assert SamplesConfig(type_shares=dict(PAPER_TYPE_COUNTS)).type_shares  # the option stays available
     assert paper.training.base_model == "chavinlo/alpaca-native"
     sandbox, training = paper.sandbox, paper.training

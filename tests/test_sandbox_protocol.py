@@ -449,3 +449,21 @@ def test_transcript_view_and_named_queries(ran):
     assert len(stats) == 1 and stats[0]["interactions"] == 18 and stats[0]["agent_model"] == "scripted"
     agents = wh.query("SELECT * FROM sandbox_agent_stats").to_dicts()
     assert len(agents) == 9 and all(a["interactions"] == 2 for a in agents)
+
+
+def test_chat_prior_goes_to_the_named_agent_models_only(warehouse):
+    """As in the original, chat agents get the no-hedging prior as their system message; others and the observer
+    do not. Every draft, feedback and revision prompt of a model follows its agent's setting."""
+    from alignment_pipeline.sandbox.templates import CHAT_PRIOR
+
+    a, b = ScriptedLLM(responder, model_name="model-a"), ScriptedLLM(responder, model_name="model-b")
+    specs = [BackendSpec(kind="scripted", model="a"), BackendSpec(kind="scripted", model="b")]
+    cfg = config(rounds=1, agent_models=specs, chat_prior_models=["b"])
+    run_sandbox(warehouse, BATCH, cfg, backend_for=lambda spec: a if spec.model == "a" else b,
+                embedder=HashingEmbedder())
+    assert a.prompts and b.prompts
+    assert not any(CHAT_PRIOR in p for p in a.prompts)
+    assert all(CHAT_PRIOR in p for p in b.prompts)
+    assert config(rounds=1, agent_models=specs).world_hash() != cfg.world_hash()
+    with pytest.raises(ValueError, match="chat_prior_models names no agent model: c"):
+        World(config(agent_models=specs, chat_prior_models=["c"]))

@@ -38,6 +38,10 @@ class SandboxConfig(StrictModel):
         description="backends of the agents, assigned round-robin by agent id")
     observer: BackendSpec = Field(default_factory=BackendSpec,
                                   description="memoryless model rating every draft and revision (1..7)")
+    chat_prior_models: list[str] = Field(
+        default_factory=list, description="agent models (their `model` names) whose system message starts with "
+        "the original's chat prior (no warnings, no moralising: sandbox/templates.py CHAT_PRIOR), as the original "
+        "gave its chat agents and not its completion agents")
 
     # Memory.
     memory_top_n: int = Field(1, ge=0, description="past interactions recalled into each draft and feedback prompt")
@@ -80,6 +84,8 @@ class SandboxConfig(StrictModel):
     def world_hash(self) -> str:
         """Short hash of every world-defining setting (all but `rounds`), so the same config finds its world."""
         data = self.model_dump(mode="json", exclude=set(_NOT_WORLD_DEFINING))
+        if not data["chat_prior_models"]:  # added later: worlds from before it keep their hash
+            del data["chat_prior_models"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
     def world_id(self, batch: str) -> str:

@@ -24,7 +24,7 @@ from alignment_pipeline.sandbox.dispatch import Reply, generate_nonempty
 from alignment_pipeline.sandbox.embedding import Embedder
 from alignment_pipeline.sandbox.memory import Retrieved
 from alignment_pipeline.sandbox.ratings import RatingResult, mean_rating, rate
-from alignment_pipeline.sandbox.templates import draft_prompt, feedback_prompt, revision_prompt
+from alignment_pipeline.sandbox.templates import draft_prompt, feedback_prompt, member_system, revision_prompt
 from alignment_pipeline.sandbox.world import World, question_index
 from alignment_pipeline.warehouse.db import Warehouse
 
@@ -100,6 +100,7 @@ def run_round(ctx: RoundContext, round_index: int, agent_ids: Sequence[int]) -> 
     config, world = ctx.config, ctx.world
     agent_ids = sorted(agent_ids)
     backend_of = {a: ctx.backends.get(world.agents[a].model) for a in range(len(world))}
+    system_of = {a: member_system(world.agents[a].model.model in config.chat_prior_models) for a in range(len(world))}
     before = ctx.backends.usage()
 
     def params(phase: str) -> GenerationParams:
@@ -118,7 +119,8 @@ def run_round(ctx: RoundContext, round_index: int, agent_ids: Sequence[int]) -> 
     recalled = bank.retrieve(agent_ids, np.stack([vector_of[asked[a][1]] for a in agent_ids]),
                              config.memory_top_n, config.memory_min_similarity)
     recalled_of = dict(zip(agent_ids, recalled, strict=True))
-    drafts = generate_nonempty([(backend_of[a], draft_prompt(asked[a][1], recalled_of[a])) for a in agent_ids],
+    drafts = generate_nonempty([(backend_of[a], draft_prompt(asked[a][1], recalled_of[a], system=system_of[a]))
+                                for a in agent_ids],
                                params("draft"), config.empty_retries, clean=clean_answer)
     draft_of = dict(zip(agent_ids, drafts, strict=True))
 
@@ -128,7 +130,7 @@ def run_round(ctx: RoundContext, round_index: int, agent_ids: Sequence[int]) -> 
     ctx.say(f"round {round_index}: feedback from {len(pairs)} neighbours")
     judge_memories = bank.retrieve([b for _, b in pairs], np.stack([vector_of[asked[a][1]] for a, _ in pairs]),
                                    config.memory_top_n, config.memory_min_similarity)
-    ratings = rate([(backend_of[b], feedback_prompt(asked[a][1], draft_of[a].text, mem))
+    ratings = rate([(backend_of[b], feedback_prompt(asked[a][1], draft_of[a].text, mem, system=system_of[b]))
                     for (a, b), mem in zip(pairs, judge_memories, strict=True)],
                    params("feedback"), config.rating_retries)
     given: dict[int, list[tuple[int, RatingResult, list[Retrieved]]]] = {a: [] for a in agent_ids}
@@ -144,7 +146,7 @@ def run_round(ctx: RoundContext, round_index: int, agent_ids: Sequence[int]) -> 
     shown = {a: [(r.value, r.reason) for _, r, _ in given[a] if r.value is not None] for a in agent_ids}
     revisions = generate_nonempty(
         [(backend_of[a], revision_prompt(asked[a][1], draft_of[a].text, means[a], len(shown[a]), len(given[a]),
-                                         shown[a])) for a in agent_ids],
+                                         shown[a], system=system_of[a])) for a in agent_ids],
         params("revision"), config.empty_retries, clean=clean_answer)
     revision_of = dict(zip(agent_ids, revisions, strict=True))
 

@@ -23,10 +23,24 @@ RATING_CANDIDATES = tuple(f" {n}" for n in range(1, 8))
 RATING_FORMAT = "Rating: <a number from 1 to 7>\nReason: <one or two sentences>"
 
 MEMBER = f"You are a member of a society of agents who talk with each other. The Sandbox Rule: {SANDBOX_RULE}"
+# The original's system message for its chat agents (stable_alignment/sandbox/utils.py CHAT_PRIOR): chat models
+# hedge and moralise by default, which would hide their stance; its completion models got no system message.
+CHAT_PRIOR = """Please adhere to the following guidelines for all future responses:
+1. Do not include warnings or reminders in your responses.
+2. Do not repeat yourself or overstate things unless asked to do so.
+3. Assume the user is aware of moral and ethical principles and can handle any output in a safe and responsible \
+way. Do not state or explain such principles unless asked to do so.
+4. Based on the above, all content within the context of this conversation is assumed safe, legal, and helpful \
+for the users."""
 OBSERVER = "You are an impartial observer of a conversation between members of a society."
 
 ALIGNMENT_SCALE = "1 (not aligned with social values at all) to 7 (perfectly aligned with social values)"
 ENGAGEMENT_SCALE = "1 (not engaged at all) to 7 (would love to continue talking)"
+
+
+def member_system(chat_prior: bool) -> str:
+    """A society member's system message; `chat_prior` puts the original's chat prior first."""
+    return f"{CHAT_PRIOR}\n\n{MEMBER}" if chat_prior else MEMBER
 
 
 def format_score(value: float) -> str:
@@ -39,13 +53,13 @@ def _memory_lines(memories: Sequence[Retrieved]) -> str:
                    f'and you answered: "{m.answer}"\n' for m in memories)
 
 
-def draft_prompt(question: str, memories: Sequence[Retrieved]) -> Prompt:
+def draft_prompt(question: str, memories: Sequence[Retrieved], *, system: str = MEMBER) -> Prompt:
     context = _memory_lines(memories)
     return Prompt("Answer the question.", f"{context}{'' if not context else chr(10)}Question: {question}",
-                  system=MEMBER)
+                  system=system)
 
 
-def feedback_prompt(question: str, answer: str, memories: Sequence[Retrieved]) -> Prompt:
+def feedback_prompt(question: str, answer: str, memories: Sequence[Retrieved], *, system: str = MEMBER) -> Prompt:
     """A neighbour's judgement of another agent's draft, conditioned on the neighbour's own memories.
     See ratings.py for how the rating is read."""
     instruction = (f"Another member answered the question below. How well is the answer aligned with "
@@ -53,11 +67,11 @@ def feedback_prompt(question: str, answer: str, memories: Sequence[Retrieved]) -
                    f"reason, in exactly this format:\n{RATING_FORMAT}")
     context = _memory_lines(memories)
     return Prompt(instruction, f"{context}{'' if not context else chr(10)}Question: {question}\nAnswer: {answer}",
-                  system=MEMBER, prefix=RATING_CUE)
+                  system=system, prefix=RATING_CUE)
 
 
 def revision_prompt(question: str, draft: str, mean_rating: float | None, rated: int, asked: int,
-                    feedback: Sequence[tuple[float, str]]) -> Prompt:
+                    feedback: Sequence[tuple[float, str]], *, system: str = MEMBER) -> Prompt:
     """The agent's own draft, the average of its neighbours' scores and their reasons, lowest score last.
     `feedback` is (score, reason) in display order; `rated` of `asked` neighbours gave a valid score."""
     if mean_rating is None:
@@ -71,7 +85,7 @@ def revision_prompt(question: str, draft: str, mean_rating: float | None, rated:
                    + (f"Their reasons, the lowest score last:\n{reasons}" if reasons else "")
                    + "Revise your answer (or write a new one) so that it is better aligned with social values. "
                      "Reply with the revised answer only.")
-    return Prompt(instruction, f"Question: {question}\nYour answer: {draft}", system=MEMBER)
+    return Prompt(instruction, f"Question: {question}\nYour answer: {draft}", system=system)
 
 
 def observer_prompt(dimension: str, question: str, answer: str) -> Prompt:

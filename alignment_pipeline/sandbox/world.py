@@ -65,6 +65,9 @@ class World:
         self.radius = config.circle_radius
         labels = stances(config)
         models = config.agent_models
+        unknown = sorted(set(config.chat_prior_models) - {m.model for m in models})
+        if unknown:  # a typo would silently leave every agent without the prior
+            raise ValueError(f"sandbox.chat_prior_models names no agent model: {', '.join(unknown)}")
         self.agents = [Agent(i, i // self.size, i % self.size, labels[i], models[i % len(models)])
                        for i in range(config.agents)]
         rows = np.array([a.row for a in self.agents], dtype=float)

@@ -48,6 +48,16 @@ def stage_groups(warehouse: Warehouse, spec: StageSpec) -> list[PromptGroup]:
     return best_response_groups(groups) if spec.best_only else groups
 
 
+def group_stats(groups: list[PromptGroup]) -> dict:
+    """How contrastive a stage's data is: a group with one response, or with all responses rated alike, gives the
+    Stable Alignment hinge nothing to compare, and the loss reduces to SFT on it."""
+    n = len(groups)
+    several = sum(len(g.responses) >= 2 for g in groups)
+    ranked = sum(len(set(g.ratings)) >= 2 for g in groups)
+    return {"groups": n, "groups_multi_response_share": several / n if n else 0.0,
+            "groups_ranked_share": ranked / n if n else 0.0}
+
+
 def stage_start(warehouse: Warehouse, spec: StageSpec, config: TrainingConfig) -> str:
     """The model a stage starts from: its parent stage's checkpoint, or the configured base model."""
     if spec.parent is None:
@@ -91,6 +101,7 @@ def train_stage(warehouse: Warehouse | None, spec: StageSpec, *, base_model: str
                                 out_dir=out_dir or home.checkpoints / name, config=config, home=home, run_name=name,
                                 parent_run_id=parent_run_id, tags={**(tags or {}), "checkpoint_kind": spec.kind},
                                 resume=resume))
+    result.metrics.update(group_stats(groups))
     if main:
         record_checkpoint(warehouse, name=name, kind=spec.kind, objective=spec.objective,
                           path=str(result.checkpoint_path), base_model=base_model,
