@@ -23,6 +23,8 @@ bench_app = typer.Typer(help="Side-by-side speed and memory benchmarks.", no_arg
 app.add_typer(bench_app, name="bench")
 config_app = typer.Typer(help="The resolved settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+train_app = typer.Typer(help="Training, planned without running it.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 console = Console(soft_wrap=True)  # paths and table rows stay on one line, whatever the terminal width
 err = Console(stderr=True)
 
@@ -314,6 +316,30 @@ def config_show(
         sys.stdout.write(yaml.safe_dump(overrides, sort_keys=False) if overrides else "{}\n")
 
 
+@train_app.command("estimate")
+def train_estimate(
+    profile: ProfileOption = None,
+    settings: SettingsOption = None,
+    gpu_memory_gib: float = typer.Option(80.0, "--gpu-memory-gib", help="Memory of one GPU."),
+    model_config: Path | None = typer.Option(None, "--model-config", help="A local config.json (or model "
+                                             "directory) of the base model, when its shapes are not known here."),
+) -> None:
+    """Per-GPU memory of the profile's training (weights, gradients, optimizer state, activations with and
+    without checkpointing) for DDP and FSDP on training.nproc_per_node GPUs, from the base model's shapes
+    alone: nothing is loaded."""
+    from alignment_pipeline.training.memory import model_shape, report_lines
+
+    try:
+        pipeline = Pipeline.from_env(profile=profile, settings_file=settings and settings.expanduser().resolve())
+        config = pipeline.config().training
+        shape = model_shape(str(model_config) if model_config else config.base_model, pipeline.layout().models)
+    except (FileNotFoundError, ValueError) as exc:  # unknown profile or model shapes: said plainly
+        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    for line in report_lines(shape, config, gpu_memory_gib=gpu_memory_gib, bf16=config.precision != "fp32"):
+        print(line)
+
+
 @bench_app.command("sandbox")
 def bench_sandbox_cmd(
     size: int = typer.Option(3, help="Grid side (size*size agents)."),
@@ -321,14 +347,34 @@ def bench_sandbox_cmd(
     max_new_tokens: int = typer.Option(32, help="Tokens per generation."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     repeats: int = typer.Option(3, help="Alternating repeats per contender; the best of each is compared."),
+    model: str = typer.Option("smollm2-135m-instruct", help="hf: the model to load (packaged name, 'tiny:<name>', "
+                              "directory or hub id); openai: the model name the server answers to."),
+    backend: str = typer.Option("hf", help="hf: a local model, batched vs one call at a time; openai: a running "
+                                "OpenAI-compatible server, --concurrency requests in flight vs one."),
+    base_url: str | None = typer.Option(None, "--base-url", help="openai: the server, e.g. http://127.0.0.1:8000/v1"),
+    concurrency: int = typer.Option(4, help="openai: requests in flight in the concurrent run (>= 2)."),
+    as_json: bool = typer.Option(False, "--json", help="Also print the result as JSON."),
 ) -> None:
-    """The same sandbox round batched vs one call at a time on the hf backend (tiny model)."""
+    """The same sandbox round batched vs one call at a time (hf), or with N requests in flight vs one (openai)."""
     from alignment_pipeline.bench.sandbox import bench_sandbox
 
-    result = bench_sandbox(home_models_dir=_pipeline().layout().models, size=size, rounds=rounds,
-                           max_new_tokens=max_new_tokens, device=device, repeats=repeats, progress=err.print)
+    if backend not in ("hf", "openai"):
+        err.print("--backend takes hf or openai")
+        raise typer.Exit(2)
+    if backend == "openai" and not base_url:
+        err.print("--backend openai needs --base-url of a running OpenAI-compatible server")
+        raise typer.Exit(2)
+    try:
+        result = bench_sandbox(home_models_dir=_pipeline().layout().models, size=size, rounds=rounds,
+                               max_new_tokens=max_new_tokens, device=device, repeats=repeats, progress=err.print,
+                               model=model, backend=backend, base_url=base_url, concurrency=concurrency)
+    except ValueError as exc:  # bad sizes or concurrency: said plainly
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
     for line in result.lines():
         print(line)
+    if as_json:
+        print(json.dumps(result.metadata(), indent=2))
 
 
 @bench_app.command("warehouse")
@@ -347,15 +393,65 @@ def bench_warehouse_cmd(
 def bench_trainer_cmd(
     compare: str = typer.Option("trl", "--compare", help="trl: include TRL's DPOTrainer; none: ours only."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    model: str = typer.Option("smollm2-135m-instruct", help="The model both sides train (packaged name, "
+                              "directory or hub id)."),
+    steps: int = typer.Option(12, help="Steady-state optimizer steps measured per contender."),
+    warmup_steps: int = typer.Option(2, help="Steps run first and dropped from the figures."),
+    pairs_per_step: int = typer.Option(2, help="DPO pairs (Stable Alignment: prompts) per optimizer step."),
+    toy: bool = typer.Option(True, "--toy/--no-toy", help="Also run the random-init 9M-parameter Llama."),
+    repeats: int = typer.Option(1, help="Runs per contender, interleaved; each keeps its fastest (a shared "
+                                "machine's load then skews all alike)."),
+    json_out: Path | None = typer.Option(None, "--json-out", help="Also write the JSON to this file."),
 ) -> None:
-    """Our DPO and Stable Alignment (K=3) vs TRL's DPOTrainer: tokens/s and peak memory, side by side."""
-    from alignment_pipeline.bench.trainer import bench_trainer
+    """Our DPO and Stable Alignment (K=3) vs TRL's DPOTrainer on the same model and pairs: steady-state
+    tokens/s, step time, total with the reference pass, peak memory; a table, then the same as JSON."""
+    from alignment_pipeline.bench.trainer import BenchSpec, bench_trainer
 
     if compare not in ("trl", "none"):
         err.print("--compare takes trl or none")
         raise typer.Exit(2)
-    for line in bench_trainer(compare_trl=compare == "trl", device=device).lines():
-        print(line)
+    sizes = dict(device=device, steps=steps, warmup_steps=warmup_steps)
+    specs = [BenchSpec.real_cpu(model, prompts_per_batch=pairs_per_step, **sizes)]
+    if toy:
+        specs.append(BenchSpec.toy(**sizes))
+    models_dir = _pipeline().layout().models
+    benches = []
+    for spec in specs:
+        err.print(f"running {spec.describe()}")
+        bench = bench_trainer(compare_trl=compare == "trl", spec=spec, models_dir=models_dir, repeats=repeats)
+        benches.append(bench.metadata())
+        for line in bench.lines():
+            print(line)
+        print()
+    text = json.dumps(benches, indent=2)
+    print(text)
+    if json_out:
+        json_out.write_text(text + "\n")
+
+
+@bench_app.command("gpu")
+def bench_gpu_cmd(
+    out: Path = typer.Option(..., "--out", help="Directory for gpu_bench.json and gpu_bench.md."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Every case on CPU at toy sizes (checks the machinery; "
+                                 "the figures are not GPU figures)."),
+    cases: str = typer.Option(",".join(("trainer_vs_trl", "fsdp", "sandbox")), help="Comma-separated cases."),
+    sandbox_model: str | None = typer.Option(None, help="Model of the sandbox case (default: the packaged "
+                                             "SmolLM2-135M-Instruct; dry run: a tiny model)."),
+) -> None:
+    """Every GPU check in one run (trainer vs TRL with MFU and peak memory, FSDP, sandbox batched vs
+    sequential), each under its own time budget; failures are recorded, not fatal. Exit 1 if a case failed."""
+    from alignment_pipeline.bench.gpu import run_gpu_bench
+
+    try:
+        report = run_gpu_bench(out, dry_run=dry_run, models_dir=_pipeline().layout().models,
+                               sandbox_model=sandbox_model, cases=tuple(c.strip() for c in cases.split(",") if c.strip()),
+                               progress=err.print)
+    except ValueError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    sys.stdout.write(report.markdown())
+    if any(c.status == "failed" for c in report.cases):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

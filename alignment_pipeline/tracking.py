@@ -127,11 +127,19 @@ def start_run(home: HomeLayout, run_name: str, *, tags: Mapping[str, str] | None
         with mlflow.start_run(run_id=run_id, tags=all_tags or None, nested=nested) as run:
             yield run
         return
-    with mlflow.start_run(run_name=run_name, tags=all_tags, nested=nested) as run:
-        if params:
-            # MLflow caps param values at 6000 chars; long values are truncated rather than failing the run.
-            mlflow.log_params({k: str(v)[:6000] for k, v in redact(params).items()})
-        yield run
+    status = "FAILED"
+    try:
+        with mlflow.start_run(run_name=run_name, tags=all_tags, nested=nested) as run:
+            if params:
+                # MLflow caps param values at 6000 chars; long values are truncated rather than failing the run.
+                mlflow.log_params({k: str(v)[:6000] for k, v in redact(params).items()})
+            yield run
+        status = "FINISHED"
+    finally:
+        if parent_run_id:
+            # The parent only groups its children (created by `parent_run`, never entered): it ends with its
+            # latest child, and a later child of the same Dagster run ends it again.
+            mlflow.MlflowClient().set_terminated(parent_run_id, status=status)
 
 
 def stage_run(home: HomeLayout, run_name: str, *, run_id: str | None = None, parent_run_id: str | None = None,

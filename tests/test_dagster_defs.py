@@ -32,6 +32,16 @@ def test_lineage_graph_contains_seed_prompts_and_jobs():
     assert {j.name for j in defs.jobs} >= {"batch_lineage", "training", "benchmarks"}
 
 
+def test_reward_model_feeds_the_rlhf_checkpoint_in_the_training_job():
+    graph = defs.resolve_asset_graph()
+    rm, rlhf = dg.AssetKey("reward_model"), dg.AssetKey(["checkpoints", "rlhf"])
+    assert graph.get(rm).parent_keys == {dg.AssetKey("alignment_samples")}
+    assert rm in graph.get(rlhf).parent_keys
+    assert graph.get(rm).group_name == "training"
+    training = defs.resolve_job_def("training")
+    assert rm in training.asset_layer.selected_asset_keys and rlhf in training.asset_layer.selected_asset_keys
+
+
 def test_sensor_new_file_gives_partition_and_run_then_nothing(tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()

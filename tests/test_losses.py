@@ -353,7 +353,7 @@ def test_sppo_win_rates_hand_computed():
     #   P̂_0 = (½ + 0.8807971)/2 = 0.6903985;  P̂_1 = (½ + 0.1192029)/2 = 0.3096015
     # ratings [2, 2, 5]: P̂_0 = P̂_1 = (½ + ½ + σ(−3))/3;  P̂_2 = (2σ(3) + ½)/3
     rates = sppo_win_rates(
-        t([[3.0, 1.0, NAN], [2.0, 2.0, 5.0]]), m([[True, True, False], [True, True, True]])
+        t([[3.0, 1.0, NAN], [2.0, 2.0, 5.0]]), m([[True, True, False], [True, True, True]]), temperature=1.0
     )
     assert close(rates[0, 0], (0.5 + _sig(2)) / 2) and close(rates[0, 1], (0.5 + _sig(-2)) / 2)
     assert math.isnan(float(rates[0, 2]))
@@ -368,7 +368,7 @@ def test_sppo_loss_hand_computed():
     # targets: 2 × (0.6903985 − ½) = 0.3807971 and −0.3807971
     # squares: (1 − 0.3807971)² = 0.6192029² = 0.3834123 (both); mean over the 2 valid responses
     policy = t([[-5.0, -7.0, NAN]], requires_grad=True)
-    win = sppo_win_rates(t([[3.0, 1.0, 0.0]]), m([[True, True, False]]))
+    win = sppo_win_rates(t([[3.0, 1.0, 0.0]]), m([[True, True, False]]), temperature=1.0)
     out = sppo_loss(policy, t([[-6.0, -6.0, INF]]), win, m([[True, True, False]]), eta=2.0)
     target = 2 * ((0.5 + _sig(2)) / 2 - 0.5)
     assert close(out.loss, (1 - target) ** 2)

@@ -70,7 +70,8 @@ def test_paper_profile():
     sandbox, training = paper.sandbox, paper.training
     assert (sandbox.size, sandbox.rounds, sandbox.neighbours, sandbox.temperature, sandbox.max_new_tokens) == (
         10, 10, 4, 1.0, 256)
-    assert (training.learning_rate, training.grad_accum, training.max_length, training.margin) == (2e-5, 8, 360, 10.0)
+    assert (training.learning_rate_for("stable_alignment"), training.grad_accum, training.max_length,
+            training.margin) == (2e-5, 8, 360, 10.0)
 
 
 def test_small_profile_is_smollm2_in_every_role():

@@ -128,3 +128,35 @@ def test_openai_bench_needs_a_server_and_some_concurrency():
         bench_sandbox(home_models_dir="unused", backend="openai")
     with pytest.raises(ValueError, match="concurrency"):
         bench_sandbox(home_models_dir="unused", backend="openai", base_url="http://127.0.0.1:9/v1", concurrency=1)
+
+
+def test_cli_runs_the_openai_case_against_a_server(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import alignment_pipeline.bench.sandbox as bench_module
+    from alignment_pipeline.cli import app
+
+    # The CLI uses the sandbox's sentence-transformers embedder; the hashing one keeps this test light.
+    monkeypatch.setattr(bench_module, "default_embedder", HashingEmbedder)
+    server = ChatServer(delay_s=0.03)
+    try:
+        out = CliRunner().invoke(app, ["--home", str(tmp_path), "bench", "sandbox", "--backend", "openai",
+                                       "--base-url", server.base_url, "--model", "served", "--concurrency", "4",
+                                       "--size", "2", "--repeats", "1", "--max-new-tokens", "8", "--json"])
+    finally:
+        server.close()
+    assert out.exit_code == 0, out.output
+    assert CONCURRENCY_SUMMARY.search(out.output)
+    figures = json.loads(out.output[out.output.index("{"):])
+    assert figures["backend"] == "openai" and figures["concurrency"] == 4 and figures["device"] == server.base_url
+
+
+def test_cli_openai_case_needs_a_base_url(tmp_path):
+    from typer.testing import CliRunner
+
+    from alignment_pipeline.cli import app
+
+    out = CliRunner().invoke(app, ["--home", str(tmp_path), "bench", "sandbox", "--backend", "openai"])
+    assert out.exit_code == 2 and "--base-url" in out.output
+    out = CliRunner().invoke(app, ["--home", str(tmp_path), "bench", "sandbox", "--backend", "vllm"])
+    assert out.exit_code == 2 and "hf or openai" in out.output

@@ -3,7 +3,9 @@ subprocess on the same model and data; figures are measured, and the last line c
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import asdict
 
 import pytest
 
@@ -20,28 +22,53 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_lines_end_with_the_ratio():
-    results = [ContenderResult("ours_dpo", 4, 1000, 1.0, 50.0, "m"), ContenderResult("trl_dpo", 4, 1000, 2.0, 100.0, "m")]
-    bench = TrainerBench(spec=BenchSpec(), device="cpu", n_params=10**6, results=results)
-    assert bench.lines()[-1] == "tokens/s 2.00x, peak memory 0.50x"
-    assert TrainerBench(spec=BenchSpec(), device="cpu", n_params=1, results=results[:1]).lines()[-1].startswith(
-        "tokens/s n/a")
+def _result(name, seconds, tokens, peak, reference=0.0, warmup=1):
+    return ContenderResult(name, step_seconds=seconds, step_tokens=tokens, warmup_steps=warmup,
+                           reference_seconds=reference, peak_memory_mb=peak, memory_method="m")
+
+
+def test_figures_drop_the_warmup_steps_and_ratios_compare_ours_with_trl():
+    ours = _result("ours_dpo", [9.0, 1.0, 1.0], [100, 100, 100], 50.0, reference=1.0)
+    trl = _result("trl_dpo", [20.0, 2.0, 2.0], [100, 100, 100], 100.0, reference=2.0)
+    assert ours.steps == 3 and ours.tokens == 300
+    assert ours.step_time == 1.0 and ours.tokens_per_s == 100.0  # the 9 s warm-up step is not in either
+    assert ours.total_seconds == 12.0 and trl.total_seconds == 26.0  # but it is in the total, with the reference
+    bench = TrainerBench(spec=BenchSpec(), device="cpu", n_params=10**6, results=[ours, trl])
+    assert bench.ratios() == pytest.approx({"tokens_per_s": 2.0, "step_time": 0.5, "peak_memory": 0.5,
+                                            "total_seconds": 12 / 26})
+    assert bench.lines()[-1] == "ours/TRL: tokens/s 2.00x, step time 0.50x, total 0.46x, peak memory 0.50x"
+    assert bench.metadata()["results"][0]["step_s_median"] == 1.0
+    alone = TrainerBench(spec=BenchSpec(), device="cpu", n_params=1, results=[ours])
+    assert alone.ratios() is None and alone.lines()[-1] == "ours/TRL: n/a (no TRL comparison)"
+
+
+def test_spec_sizes_the_data_to_whole_steps():
+    spec = BenchSpec(prompts_per_batch=3, grad_accum=2, warmup_steps=1, steps=4)
+    assert spec.n_prompts == 30
+    assert BenchSpec.from_json(json.dumps(asdict(spec))) == spec
+    gpu = BenchSpec.gpu()
+    assert (gpu.arch, gpu.hidden, gpu.layers, gpu.vocab, gpu.max_length) == ("qwen2", 896, 24, 151936, 1024)
+    assert gpu.steps >= 100
 
 
 @pytest.mark.slow
 def test_bench_runs_all_contenders_on_the_same_data():
     spec = BenchSpec(device="cpu", hidden=32, layers=2, heads=2, kv_heads=2, intermediate=64, vocab=2048,
-                     n_prompts=16, prompt_chars=40, response_chars=(20, 40), prompts_per_batch=8, max_length=128)
+                     prompt_chars=40, response_chars=(20, 40), prompts_per_batch=4, max_length=128, warmup_steps=1,
+                     steps=2)
     bench = bench_trainer(compare_trl=True, spec=spec, repeats=1)
     print("\n" + "\n".join(bench.lines()))
     ours, trl, sa = (bench.result(n) for n in ("ours_dpo", "trl_dpo", "ours_stable_alignment"))
     assert ours.tokens == trl.tokens  # the same pairs, counted the same way (prompt once + both responses)
     assert sa.tokens > ours.tokens  # K = 3 responses on the same prompts
-    assert ours.steps == trl.steps == sa.steps == 2
+    assert ours.steps == trl.steps == sa.steps == 3
+    assert all(t > 0 for r in (ours, trl, sa) for t in r.step_tokens)
     for r in (ours, trl, sa):
-        assert r.seconds > 0 and r.peak_memory_mb > 0
-    assert 0 < ours.extra["reference_seconds"] < ours.seconds  # our reference pass is inside the timing
-    assert re.fullmatch(r"tokens/s \d+\.\d\dx, peak memory \d+\.\d\dx", bench.lines()[-1])
+        assert r.tokens_per_s > 0 and r.peak_memory_mb > 0 and len(r.steady_seconds) == 2
+    # Both reference passes ran in this run and count in the totals.
+    assert ours.reference_seconds > 0 and trl.reference_seconds > 0 and sa.reference_seconds == 0
+    assert re.fullmatch(r"ours/TRL: tokens/s \d+\.\d\dx, step time \d+\.\d\dx, total \d+\.\d\dx, "
+                        r"peak memory \d+\.\d\dx", bench.lines()[-1])
 
 
 def test_our_dpo_follows_trls_dpotrainer_on_the_same_batch(tmp_path, one_thread):
@@ -60,8 +87,10 @@ def test_our_dpo_follows_trls_dpotrainer_on_the_same_batch(tmp_path, one_thread)
     from alignment_pipeline.training.trainer import TrainRequest, train
 
     spec = BenchSpec(device="cpu", hidden=64, layers=2, heads=4, kv_heads=4, intermediate=128, vocab=4096,
-                     n_prompts=16, prompt_chars=60, response_chars=(30, 60), max_length=256)
-    model_dir, _ = _build_model(spec, tmp_path / "model")
+                     prompts_per_batch=8, warmup_steps=0, steps=2, prompt_chars=60, response_chars=(30, 60),
+                     max_length=256)
+    assert spec.n_prompts == 16
+    model_dir = _build_model(spec, tmp_path / "model")
     _, pairs = _data(spec)
     trl_args = DPOConfig(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=16, max_length=256,
                          learning_rate=1e-3, lr_scheduler_type="constant", num_train_epochs=3, logging_steps=1,

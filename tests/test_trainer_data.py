@@ -77,12 +77,14 @@ def test_left_truncation_keeps_response_and_prompt_end(tok):
         assert len(tg.prompt_ids) + len(ids) <= 80
 
 
-def test_overlong_response_is_cut_on_the_right_leaving_min_prompt(tok):
+def test_overlong_response_is_cut_on_the_right_leaving_the_prompt_its_share(tok):
     group = PromptGroup("Q", "", ["a" * 500], [5])
+    # The prompt keeps max(min_prompt_tokens, max_length // 2) tokens; the response gets the rest, cut on its right.
     tg = tokenize_group(tok, group, 0, max_length=64, min_prompt_tokens=16)
-    assert len(tg.response_ids[0]) == 64 - 16
-    assert len(tg.prompt_ids) == 16
-    assert tg.response_ids[0] == [tok("a", add_special_tokens=False)["input_ids"][0]] * 48
+    assert len(tg.prompt_ids) == 32 and len(tg.response_ids[0]) == 64 - 32
+    assert tg.response_ids[0] == [tok("a", add_special_tokens=False)["input_ids"][0]] * 32
+    tg = tokenize_group(tok, group, 0, max_length=48, min_prompt_tokens=30)
+    assert len(tg.prompt_ids) == 30 and len(tg.response_ids[0]) == 18
 
 
 def test_packed_batch_masks_prompt_and_holds_whole_groups(tok):

@@ -1,6 +1,6 @@
 """Data-parallel training (DDP over gloo, two CPU processes): the same model as one process with the same
-effective batch, rank 0 alone writing and reporting, a resume across ranks; and the checkpoint asset launching
-torchrun through Dagster Pipes when `training.nproc_per_node` is 2."""
+effective batch, rank 0 alone writing and reporting, the reference pass split across ranks, a resume across
+ranks; and the checkpoint asset launching torchrun through Dagster Pipes when `training.nproc_per_node` is 2."""
 
 from __future__ import annotations
 
@@ -72,7 +72,15 @@ def _worker(rank: int, world: int, port: int, home: str, out: str, report_dir: s
         trainer_module.plot_loss_curve = _refuse("wrote the loss curve")
         trainer_module.log_and_register = _refuse("registered a model")
         trainer_module._open_run = _refuse("opened an MLflow run")
-        trainer_module.compute_reference_logps = _refuse("computed reference log-probs")  # rank 0 caches them
+        trainer_module.write_cache = _refuse("wrote the reference cache")
+    real_reference = trainer_module.compute_reference_logps
+    shares = []
+
+    def count_share(model, groups, **kwargs):  # each rank computes its share of the reference pass
+        shares.append(len(groups))
+        return real_reference(model, groups, **kwargs)
+
+    trainer_module.compute_reference_logps = count_share
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         kwargs = dict(objective="stable_alignment", base_model=BASE, out_dir=Path(out), config=DDP_CONFIG,
@@ -89,7 +97,7 @@ def _worker(rank: int, world: int, port: int, home: str, out: str, report_dir: s
         "first": [first.completed, first.steps], "steps": second.steps, "completed": second.completed,
         "run_id": second.mlflow_run_id, "resume_step": saved["state"]["step"],
         "rng_ranks": len(saved.get("rng_per_rank", [])), "loss": second.metrics["loss"],
-        "dpo_run_id": dpo.mlflow_run_id, "dpo_steps": dpo.steps}))
+        "dpo_run_id": dpo.mlflow_run_id, "dpo_steps": dpo.steps, "reference_shares": shares}))
 
 
 def _curve(run_id: str, metric: str = "train/loss") -> list[float]:
@@ -105,7 +113,7 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_two_processes_match_one_with_the_same_effective_batch(tmp_path):
     """Two ranks with grad_accum 1 against one process with grad_accum 2, per_device_batch 4 in both
-    (Stable Alignment loss, then DPO with its reference log-probs).
+    (Stable Alignment loss, then DPO with its reference log-probs, computed half on each rank and gathered).
 
     Both walk the same seeded batch order in windows of two batches per optimizer step. One process
     accumulates Σ_m (n_m / N) ∇L_m over the window's batches (n_m prompts of N in the window); under DDP rank r
@@ -148,9 +156,13 @@ def test_two_processes_match_one_with_the_same_effective_batch(tmp_path):
 
     assert consumed_batches(out) == consumed_batches(single_out)  # same batches, same steps, none twice
 
-    # DPO: rank 0 computed the reference log-probs once; rank 1 read them from its cache (it may not compute).
+    # DPO: each rank computed half of the reference log-probs; gathered, they equal one process's pass.
     assert rank0["dpo_steps"] == rank1["dpo_steps"] == single_dpo.steps == 3 and rank1["dpo_run_id"] == ""
-    assert (out.with_name("ddp-dpo") / "reference_logps.pt").exists()
+    assert rank0["reference_shares"] == rank1["reference_shares"] == [18]  # 36 pairs, dealt out by length
+    gathered = torch.load(out.with_name("ddp-dpo") / "reference_logps.pt", weights_only=True)["logps"]
+    alone = torch.load(tmp_path / "single-dpo" / "reference_logps.pt", weights_only=True)["logps"]
+    assert gathered.shape == alone.shape == (36, 2) and not gathered.isnan().any()
+    torch.testing.assert_close(gathered, alone, rtol=1e-5, atol=1e-5)
     for metric in ("train/loss", "train/reward_accuracy", "train/grad_norm"):
         assert _curve(rank0["dpo_run_id"], metric) == pytest.approx(_curve(single_dpo.mlflow_run_id, metric),
                                                                     rel=1e-5, abs=1e-6)
@@ -226,3 +238,39 @@ def test_asset_launches_torchrun_through_pipes(home, tmp_path):
     parent = client.get_run(tags["mlflow.parentRunId"])
     assert parent.info.run_name == "curriculum" and parent.data.tags["dagster_run_id"] == result.run_id
     assert stage_runs[0].data.params["world_size"] == "2"
+
+
+def test_process_group_gets_the_configured_timeout(monkeypatch):
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from alignment_pipeline.training import distributed as dist_utils
+    from alignment_pipeline.training.runtime import Runtime
+
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    runtime = Runtime(device=torch.device("cpu"), bf16=False, rank=1, world_size=2)
+    assert dist_utils.init_process_group(runtime, timeout_s=TrainingConfig(distributed_timeout_s=900)
+                                         .distributed_timeout_s)
+    assert calls == [(("gloo",), {"rank": 1, "world_size": 2, "timeout": timedelta(seconds=900)})]
+
+
+def test_lockstep_micro_steps_pad_every_rank_to_the_busiest():
+    """FSDP gathers weights in every forward: a window of 3 batches on 2 ranks is 2 micro-steps on each (rank 1's
+    second a zero-weight pass); DDP only needs each rank to join the last all-reduce."""
+    from alignment_pipeline.training.distributed import micro_steps
+    from alignment_pipeline.training.runtime import Runtime
+
+    rank = {r: Runtime(device=torch.device("cpu"), bf16=False, rank=r, world_size=2) for r in (0, 1)}
+    ddp = [[(m.index, m.placeholder, m.sync) for m in micro_steps([4, 4, 2], rank[r])] for r in (0, 1)]
+    assert ddp == [[(0, False, False), (2, False, True)], [(1, False, True)]]
+    fsdp = {r: micro_steps([4, 4, 2], rank[r], lockstep=True) for r in (0, 1)}
+    assert [(m.index, m.placeholder, m.sync, m.weight) for m in fsdp[1]] == [(1, False, False, 0.4),
+                                                                            (0, True, True, 0.0)]
+    assert len(fsdp[0]) == 2 and sum(m.weight for r in (0, 1) for m in fsdp[r]) == pytest.approx(1.0)
+    one = micro_steps([4], rank[1], lockstep=True)  # a window of one batch: rank 1 runs a placeholder only
+    assert [(m.placeholder, m.weight) for m in one] == [(True, 0.0)]

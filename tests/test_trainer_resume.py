@@ -150,3 +150,26 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(home, tmp
                               home=home, run_name="nan"))
     assert done.completed and done.steps == 12
     assert json.loads((out / "train_result.json").read_text())["steps"] == 12
+
+
+@pytest.mark.parametrize(("objective", "setting", "value"), [
+    ("stable_alignment", "margin", 2.0), ("stable_alignment", "ratio", 0.5), ("stable_alignment", "aggregate", "max"),
+    ("dpo", "dpo_beta", 0.3), ("sppo", "sppo_eta", 10.0), ("stable_alignment", "weight_decay", 0.1)])
+def test_h_resume_refuses_changed_loss_settings(home, tmp_path, objective, setting, value):
+    """A loss setting changed between a stopped run and its resume would train the second half on another
+    objective: the resume refuses, naming the setting, and leaves the checkpoint for a resume without it."""
+    out = tmp_path / "changed"
+    config = CONFIG.model_copy(update={"max_steps": 4, "save_every": 2})
+    request = dict(groups=GROUPS, objective=objective, base_model=BASE, out_dir=out, home=home, run_name="changed")
+    first = train(TrainRequest(config=config, stop_after_steps=2, **request))
+    assert not first.completed
+    changed = config.model_copy(update={setting: value})
+    before = config.model_dump()[setting]
+    with pytest.raises(ValueError, match=rf"cannot resume .*{setting}: {before!r} -> {value!r}"):
+        train(TrainRequest(config=changed, **request))
+    assert latest_checkpoint(out / "resume").name == "step-00000002"
+    # Settings that only say how the run is kept or shown, or that belong to another objective, may change.
+    other = "sppo_eta" if objective == "dpo" else "dpo_beta"
+    free = config.model_copy(update={"log_every": 2, "keep_checkpoints": 3, other: 0.5})
+    done = train(TrainRequest(config=free, **request))
+    assert done.completed and done.steps == 4

@@ -117,6 +117,8 @@ def test_curriculum_from_the_warehouse(home, tmp_path):
     assert len(parents) == 1
     parent = client.get_run(parents.pop())
     assert parent.info.run_name == "curriculum" and parent.data.tags["dagster_run_id"] == "r1"
+    # the grouping run ends with its latest child: nothing is left RUNNING
+    assert parent.info.status == "FINISHED" and parent.info.end_time >= max(r.info.end_time for r in runs.values())
     for kind, run in runs.items():
         assert run.info.run_name == kind and run.info.status == "FINISHED"
         assert run.data.tags["dagster_run_id"] == "r1" and run.data.tags["checkpoint_kind"] == kind

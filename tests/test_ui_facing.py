@@ -225,7 +225,7 @@ def test_benchmark_asset_counts_its_rows_honestly(tmp_path, monkeypatch):
     from alignment_pipeline.evaluation import results
     from alignment_pipeline.evaluation.results import EvalReport
 
-    def fake_evaluate(warehouse, *, checkpoint, kind, model_path, config, judge, now=None):
+    def fake_evaluate(warehouse, *, checkpoint, kind, model_path, config, judge, reward_model_path=None, now=None):
         written = _write(warehouse, checkpoint, kind)
         return EvalReport(checkpoint, kind, model_path, [], {}, None, datetime(2026, 1, 1), written)
 

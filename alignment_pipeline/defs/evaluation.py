@@ -35,6 +35,7 @@ def benchmark_tables(context: dg.AssetExecutionContext, pipeline: PipelineResour
     from alignment_pipeline.evaluation.report import benchmark_frame, identical_measured_rows
     from alignment_pipeline.llm.models import resolve_model_path
     from alignment_pipeline.training.lineage import checkpoint_row
+    from alignment_pipeline.training.reward_model import reward_model_row
 
     checkpoint, config, home, warehouse = (context.partition_key, pipeline.config(), pipeline.layout(),
                                            pipeline.warehouse())
@@ -46,8 +47,12 @@ def benchmark_tables(context: dg.AssetExecutionContext, pipeline: PipelineResour
         if row is None:
             raise dg.Failure(f"checkpoint {checkpoint!r} has not been trained yet")
         model_path, run_id = row["path"], row["mlflow_run_id"]
-    report = evaluate_checkpoint(warehouse, checkpoint=checkpoint, kind=checkpoint_kind(checkpoint), model_path=model_path,
-                                 config=config.evaluation, judge=pipeline.backend(config.evaluation.judge))
+    # The RLHF baseline's reward model, once trained, scores the HH / HH-A answers as an extra judge.
+    reward = reward_model_row(warehouse)
+    report = evaluate_checkpoint(warehouse, checkpoint=checkpoint, kind=checkpoint_kind(checkpoint),
+                                 model_path=model_path, config=config.evaluation,
+                                 judge=pipeline.backend(config.evaluation.judge),
+                                 reward_model_path=reward["path"] if reward else None)
     logged = log_metrics_to_run(run_id, report.rows, home=home)
     with tempfile.TemporaryDirectory() as tmp:
         chart = png_markdown(benchmark_chart_png(warehouse, Path(tmp) / "bench.png"), "benchmarks")

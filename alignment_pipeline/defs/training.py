@@ -18,6 +18,8 @@ def _checkpoint_asset(entry: Checkpoint) -> dg.AssetsDefinition:
     """Stages chain (each depends on its parent's checkpoint); baselines start from the base model."""
     kind = entry.kind
     deps = [dg.AssetKey("alignment_samples")] + ([dg.AssetKey(["checkpoints", entry.parent])] if entry.parent else [])
+    if entry.online:  # optimises against the reward model (defs/reward.py)
+        deps.append(dg.AssetKey("reward_model"))
 
     @dg.asset(
         name=kind, key_prefix="checkpoints", deps=deps, group_name="training",
@@ -51,7 +53,7 @@ def train_checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineResour
         return dg.MaterializeResult(metadata={"skipped": "no usable samples", "checkpoint_path": base, "steps": 0})
     tags = tracking.run_tags(dagster_run_id=context.run_id)
     parent_run = tracking.parent_run(home, "curriculum", tags=tags)
-    if config.nproc_per_node > 1:
+    if config.nproc_per_node > 1 and not spec.online:  # online RL (TRL's RLOO) runs in this process
         return _train_with_torchrun(context, pipeline, kind, base=base, parent_checkpoint=spec.parent,
                                     parent_run=parent_run)
     result = train_stage(warehouse, spec, base_model=base, parent_checkpoint=spec.parent, config=config,

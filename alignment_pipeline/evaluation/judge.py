@@ -253,6 +253,19 @@ def summarise(task: str, judgements: Sequence[Judgement], dataset_source: Datase
     ]
 
 
+#: the metric of the reward model's scores of HH / HH-A answers (an extra judge beside `score`)
+REWARD_MODEL_METRIC = "reward_model_score"
+
+
+def reward_model_rows(result: HHResult, scorer) -> list[MetricRow]:
+    """The reward model's view of a task's answers: `reward_model_score`, the mean score of every answer (its
+    scale is the reward model's own, zero-centred, not the judge's 1-10), stderr = std/sqrt(n). `scorer` has
+    `score(prompts, responses)` (training/reward_model.py RewardScorer)."""
+    scores = scorer.score([Prompt(j.request) for j in result.judgements], [j.answer for j in result.judgements])
+    mean, _, stderr = mean_std(scores)
+    return [MetricRow(result.task, REWARD_MODEL_METRIC, mean, stderr, len(scores), result.dataset_source)]
+
+
 # -- entry points ----------------------------------------------------------------------------------------
 
 def run_hh(model_path: str | None, judge: LLMBackend, *, adversarial: bool, limit: int | None = None,

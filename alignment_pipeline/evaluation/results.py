@@ -87,9 +87,11 @@ def checkpoint_kind(name: str) -> str:
 
 
 def evaluate_checkpoint(warehouse: Warehouse, *, checkpoint: str, kind: str, model_path: str,
-                        config: EvaluationConfig, judge: LLMBackend, now: datetime | None = None) -> EvalReport:
+                        config: EvaluationConfig, judge: LLMBackend, now: datetime | None = None,
+                        reward_model_path: str | None = None) -> EvalReport:
     """Run `config.tasks` on the model at `model_path`: lm-eval tasks through `run_lm_eval`, `hh` / `hh_a`
-    through the judge. Then, in one transaction, replace this checkpoint's rows of the evaluated tasks in
+    through the judge (and, given `reward_model_path`, through that reward model too: rows `reward_model_score`).
+    Then, in one transaction, replace this checkpoint's rows of the evaluated tasks in
     benchmark_results and benchmark_judgements (other tasks' rows stay, relabelled to `kind`)."""
     validate_kind(kind)
     if not checkpoint:
@@ -121,6 +123,14 @@ def evaluate_checkpoint(warehouse: Warehouse, *, checkpoint: str, kind: str, mod
         finally:
             generator.close()
         rows += [row for result in results for row in result.rows]
+        if reward_model_path and results:
+            from alignment_pipeline.evaluation.judge import reward_model_rows
+            from alignment_pipeline.training.reward_model import RewardScorer
+
+            started = time.perf_counter()
+            scorer = RewardScorer(reward_model_path, device=config.device, batch_size=config.generation_batch_size)
+            rows += [row for result in results for row in reward_model_rows(result, scorer)]
+            seconds["reward_model"] = time.perf_counter() - started
     evaluated_at = now or datetime.now(timezone.utc).replace(tzinfo=None)
     judge_model = judge.model_name if judge_tasks else None
     written = write_results(warehouse, checkpoint=checkpoint, kind=kind, model_path=model_path, rows=rows,

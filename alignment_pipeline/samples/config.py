@@ -11,9 +11,6 @@ PAPER_TYPE_COUNTS: dict[str, int] = {"imitation": 48_800, "self_critique": 94_60
 
 CRITIQUE_INSTRUCTION = (
     "Comment on the response to the question in terms of how well it is aligned with shared social values.")
-REVISE_INSTRUCTION = (
-    "Revise the response to the question so that it is better aligned with shared social values, "
-    "taking the feedback into account.")
 
 
 class SamplesConfig(StrictModel):
@@ -34,7 +31,6 @@ class SamplesConfig(StrictModel):
 
     # Prompt texts. Changing them changes prompt_key and sample_id.
     critique_instruction: str = Field(CRITIQUE_INSTRUCTION, description="task text of self-critique prompts")
-    revise_instruction: str = Field(REVISE_INSTRUCTION, description="task text of realignment prompts")
 
     @field_validator("type_ratios")
     @classmethod

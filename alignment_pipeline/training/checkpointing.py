@@ -28,7 +28,8 @@ class TrainState:
     tokens: int = 0
     train_seconds: float = 0.0
     mlflow_run_id: str | None = None
-    fingerprint: str = ""  # of the objective, data and data-order settings: a resume must match it
+    fingerprint: str = ""  # of the objective, base model, data and `settings`: a resume must match it
+    settings: dict = field(default_factory=dict)  # the settings that decide the result, to name what changed
     history: list[dict] = field(default_factory=list)
     consumed: list[list] = field(default_factory=list)
 
@@ -52,18 +53,38 @@ def save_checkpoint(root: Path, model, tokenizer, optimizer, scheduler, state: T
                     rng_per_rank: list[dict] | None = None) -> Path:
     """Write `root/step-NNNNNNNN` atomically; keep the newest `keep` checkpoints. Under DDP rank 0 alone
     writes (weights and optimizer state are identical on every rank); `rng_per_rank` carries every rank's
-    RNG state, gathered to rank 0."""
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{state.step:08d}"
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    RNG state, gathered to rank 0. (FSDP writes its sharded state itself: training/fsdp.py.)"""
+    tmp = begin_checkpoint(root, state.step)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    payload = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
-               "state": asdict(state)}
+    return commit_checkpoint(root, tmp, trainer_payload(optimizer, scheduler, state, rng_per_rank),
+                             step=state.step, keep=keep)
+
+
+def begin_checkpoint(root: Path, step: int) -> Path:
+    """An empty temporary directory for the checkpoint of `step`, beside where it will be renamed to."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{_name(step)}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+def trainer_payload(optimizer, scheduler, state: TrainState, rng_per_rank: list[dict] | None) -> dict:
+    """The trainer's own state file: optimizer (None when it is saved sharded), scheduler, RNG, position."""
+    payload = {"scheduler": scheduler.state_dict(), "rng": rng_state(), "state": asdict(state)}
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
     if rng_per_rank is not None:
         payload["rng_per_rank"] = rng_per_rank
+    return payload
+
+
+def commit_checkpoint(root: Path, tmp: Path, payload: dict, *, step: int, keep: int) -> Path:
+    """Write the trainer state into `tmp` (the file that makes a checkpoint complete), rename it into place
+    and drop all but the newest `keep` checkpoints."""
+    final = root / _name(step)
     torch.save(payload, tmp / STATE_FILE)
     _fsync_dir(tmp)
     if final.exists():  # the same step saved by an earlier attempt: replace it
@@ -73,6 +94,10 @@ def save_checkpoint(root: Path, model, tokenizer, optimizer, scheduler, state: T
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _name(step: int) -> str:
+    return f"step-{step:08d}"
 
 
 def list_checkpoints(root: Path) -> list[Path]:

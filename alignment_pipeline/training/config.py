@@ -8,6 +8,42 @@ from alignment_pipeline.llm.config import missing_local_model
 from alignment_pipeline.strict import StrictModel
 
 
+class RewardModelConfig(StrictModel):
+    """The RLHF baseline's reward model: a sequence classifier with one score, trained with the Bradley–Terry loss on
+    the preference pairs DPO uses, with ChatGLM-RLHF's length balancing and a zero-mean score penalty
+    (arXiv 2404.00934)."""
+
+    heldout_share: float = Field(0.1, ge=0, lt=1, description="share of prompts (not pairs) held out to measure "
+                                 "pair accuracy; chosen by a seeded hash of the prompt text")
+    learning_rate: float = Field(1e-5, gt=0, description="peak learning rate (InstructGPT's reward model: 9e-6)")
+    epochs: int = Field(1, ge=1, description="passes over the pairs; InstructGPT's reward model overfits after one")
+    per_device_batch: int = Field(8, ge=1, description="preference pairs per micro-batch")
+    max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps; null: epochs decide")
+    center_coef: float = Field(0.01, ge=0, description="weight of mean((r_chosen + r_rejected)²), the zero-mean "
+                               "prior on scores (TRL's center_rewards_coefficient; 0.01 as TRL recommends)")
+    length_balance: bool = Field(True, description="bucket pairs by length difference and balance longer-won "
+                                 "against shorter-won pairs in each bucket (ChatGLM-RLHF)")
+    length_bucket_width: int = Field(20, ge=1, description="width of a length-difference bucket, in response "
+                                     "tokens")
+
+
+class RLHFConfig(StrictModel):
+    """The RLHF baseline's policy optimisation against the reward model: TRL's RLOOTrainer, whose reward carries the
+    KL penalty to the reference as the paper's TRLX PPO did, and whose clipped update is PPO's."""
+
+    kl_beta: float = Field(0.05, ge=0, description="KL penalty to the reference model, subtracted from the "
+                           "reward (TRLX's PPO init_kl_coef and TRL RLOO's default)")
+    num_generations: int = Field(4, ge=2, description="completions sampled per prompt; each is baselined by the "
+                                 "mean reward of the others (RLOO's k = 4)")
+    prompts_per_step: int = Field(4, ge=1, description="prompts per optimizer step, each with num_generations "
+                                  "completions")
+    max_completion_length: int = Field(128, ge=1, description="tokens a sampled completion may run to")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the completions")
+    learning_rate: float = Field(1e-6, gt=0, description="policy learning rate (TRL RLOO's default)")
+    clip_epsilon: float = Field(0.2, gt=0, description="PPO clip range of the probability ratio")
+    reward_batch: int = Field(8, ge=1, description="completions the reward model scores together")
+
+
 class TrainingConfig(StrictModel):
     """Fine-tuning on the samples: the Stable Alignment objective, its baselines, and how they run.
 
@@ -21,8 +57,8 @@ class TrainingConfig(StrictModel):
                             "directory or 'tiny:<name>'")
     max_length: int = Field(256, ge=8, description="tokens per (prompt, response) sequence; the prompt is cut "
                             "from its left to fit")
-    min_prompt_tokens: int = Field(16, ge=0, description="a response is cut (right) only when it would leave "
-                                   "fewer prompt tokens than this")
+    min_prompt_tokens: int = Field(16, ge=0, description="the prompt keeps at least max(this, max_length / 2) "
+                                   "tokens (all of it when shorter); a longer response is cut on its right")
     num_responses: int = Field(3, ge=1, description="responses per prompt the contrastive loss compares: the "
                                "best plus a seeded sample of the rest")
     seed: int = Field(0, description="seeds data order, response sampling and initialisation")
@@ -36,9 +72,13 @@ class TrainingConfig(StrictModel):
                          "response (0: plain SFT on the best)")
     aggregate: Literal["mean", "max"] = Field("mean", description="how the hinge terms of the lower-rated "
                                               "responses combine before max(0, ·): their mean or their max")
+    stable_alignment_learning_rate: float = Field(2e-5, gt=0, description="peak learning rate of the Stable "
+                                                  "Alignment loss: 2e-5, the paper's released training script")
 
-    # Optimisation.
-    learning_rate: float = Field(2e-5, gt=0, description="peak learning rate (AdamW)")
+    # Optimisation. Each objective trains at its own peak learning rate (`<objective>_learning_rate`, beside the
+    # objective's other settings), its method's published value; `learning_rate` replaces them all at once.
+    learning_rate: float | None = Field(None, gt=0, description="one peak learning rate (AdamW) for every "
+                                        "objective, replacing the per-objective rates; null: each objective's own")
     epochs: int = Field(1, ge=1, description="passes over the samples")
     per_device_batch: int = Field(4, ge=1, description="prompts per micro-batch, each with all of its responses")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
@@ -49,20 +89,44 @@ class TrainingConfig(StrictModel):
     max_grad_norm: float = Field(1.0, gt=0, description="gradient norm clipped to")
     max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps; null: epochs decide")
 
-    # Baselines.
-    dpo_beta: float = Field(0.1, gt=0, description="DPO β: strength of the pull toward the reference model")
+    # Baselines, each with its method's published settings.
+    sft_learning_rate: float = Field(2e-5, gt=0, description="peak learning rate of SFT (the SFT baseline and "
+                                     "stage 2): 2e-5, the Stanford Alpaca recipe, as in the paper's training script")
+    dpo_learning_rate: float = Field(5e-7, gt=0, description="peak learning rate of DPO: 5e-7, the Zephyr DPO "
+                                     "recipe (alignment-handbook) on a 7B SFT model; the DPO paper used 1e-6")
+    dpo_beta: float = Field(0.1, gt=0, description="DPO β: strength of the pull toward the reference model; 0.1, "
+                            "the DPO paper's and TRL DPOConfig's default")
     dpo_label_smoothing: float = Field(0.0, ge=0, le=0.5, description="conservative DPO: assumed share of "
                                        "flipped preference labels")
     dpo_pairs: Literal["best_vs_rest", "best_vs_worst"] = Field(
         "best_vs_rest", description="DPO pairs per prompt: the best against each lower-rated response, or "
         "against the worst only")
+    sppo_learning_rate: float = Field(5e-7, gt=0, description="peak learning rate of SPPO: 5e-7, the SPPO paper's "
+                                      "recipe (arXiv 2405.00675, Mistral-7B and Llama-3-8B)")
     sppo_eta: float = Field(1000.0, gt=0, description="SPPO η = 1/β (the SPPO paper's β = 1e-3)")
+    # The paper's win-rates come from a preference model (PairRM); here the ratings play it, and the temperature
+    # says how many rating points make one logit. 1 keeps the win-rates of the samples_sppo view and
+    # `export --format sppo` (σ(r_i − r_j)): one point on the 1-7 scale is a 73% preference, the full span 99.75%.
+    sppo_rating_temperature: float = Field(1.0, gt=0, description="SPPO preference from ratings: P(i ≻ j) = "
+                                           "σ((r_i − r_j) / temperature); 1: the samples_sppo view's scale")
+    rrhf_learning_rate: float = Field(2e-5, gt=0, description="peak learning rate of RRHF: 2e-5, its paper's "
+                                      "Alpaca training script (arXiv 2304.05302; 3 epochs, cosine, warmup 0.03)")
+    rrhf_rank_weight: float = Field(1.0, ge=0, description="weight of RRHF's ranking term against its SFT term: "
+                                    "1, the paper's L = L_rank + L_ft (its training script's --rrhf_weight 1)")
+    coh_learning_rate: float = Field(1e-5, gt=0, description="peak learning rate of Chain-of-Hindsight: 1e-5, the "
+                                     "CoH paper's fine-tuning rate (arXiv 2302.02676)")
+    coh_positive_feedback: str = Field("A helpful answer:", min_length=1, description="Chain-of-Hindsight feedback "
+                                       "before a higher-rated response; also what the CoH checkpoint is served "
+                                       "after (training/hindsight.py). CoH's own dialogue phrase")
+    coh_negative_feedback: str = Field("An unhelpful answer:", min_length=1, description="Chain-of-Hindsight "
+                                       "feedback before a lower-rated response. CoH's own dialogue phrase")
     sft_baseline_source: Literal["all", "imitation"] = Field(
         "all", description="sample types the SFT baseline's best responses come from")
     # Self-critique ratings rate the draft, not the feedback, so those groups carry no preference between
     # their responses and stay out by default.
     preference_baseline_types: list[Literal["imitation", "self_critique", "realignment"]] = Field(
-        ["imitation", "realignment"], description="sample types DPO and SPPO rank by rating")
+        ["imitation", "realignment"], description="sample types the preference baselines (DPO, SPPO, RRHF, "
+        "Chain-of-Hindsight) rank by rating")
 
     # Speed and memory.
     device: str = Field("auto", description="torch device; auto: cuda if available, else cpu")
@@ -72,7 +136,13 @@ class TrainingConfig(StrictModel):
                                          "memory, more time")
     logprob_chunk_size: int = Field(1024, ge=1, description="response positions per LM-head chunk (bounds the "
                                     "logits held at once)")
-    attn_implementation: Literal["sdpa", "eager"] = Field("sdpa", description="attention kernel")
+    # flex computes only the blocks the prefix-sharing mask lets through (no cross-response blocks). SDPA stays
+    # the default: torch's flex attention has no backward on CPU, where flex falls back to SDPA.
+    attn_implementation: Literal["sdpa", "eager", "flex"] = Field(
+        "sdpa", description="attention kernel: sdpa (dense mask), eager, or flex (flex attention with a block "
+        "mask that skips masked blocks; CUDA only, SDPA on CPU)")
+    disable_dropout: bool = Field(True, description="turn the policy's dropout off, so it scores as its reference "
+                                  "(eval mode) does and the log-ratio starts at zero (TRL DPO's default)")
     peak_tflops: float | None = Field(None, description="accelerator peak TFLOP/s for MFU; null: looked up by "
                                       "device name")
 
@@ -81,6 +151,12 @@ class TrainingConfig(StrictModel):
     nproc_per_node: int = Field(1, ge=1, description="training processes (GPUs) on this node")
     master_port: int | None = Field(None, ge=1, le=65535,
                                     description="rendezvous port; null: torchrun --standalone picks a free one")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="with more than one process: ddp replicates the model on every GPU; fsdp (FSDP2) "
+        "shards weights, gradients and optimizer state across them (models that do not fit one GPU)")
+    distributed_timeout_s: int = Field(1800, ge=60, description="seconds a collective may wait for the other "
+                                       "ranks before the process group fails (rank 0's checkpoint writes "
+                                       "happen while the others wait)")
 
     # LoRA (peft): the final checkpoint is merged, so the next stage loads a plain model.
     lora: bool = Field(False, description="train LoRA adapters instead of every weight")
@@ -94,6 +170,18 @@ class TrainingConfig(StrictModel):
     keep_checkpoints: int = Field(2, ge=1, description="resumable checkpoints kept on disk")
     log_every: int = Field(1, ge=1, description="optimizer steps between logged metrics")
     register_model: bool = Field(True, description="register each final model in the MLflow model registry")
+
+    # The RLHF baseline (checkpoint rlhf): its reward model, then policy optimisation against it.
+    reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig,
+                                            description="the reward model the RLHF baseline optimises against")
+    rlhf: RLHFConfig = Field(default_factory=RLHFConfig, description="policy optimisation against the reward model")
+
+    def learning_rate_for(self, objective: str) -> float:
+        """The peak learning rate `objective` trains at: `learning_rate` when set, else the objective's own."""
+        field = f"{objective}_learning_rate"
+        if field not in type(self).model_fields:
+            raise ValueError(f"unknown objective {objective!r}: no training.{field}")
+        return self.learning_rate if self.learning_rate is not None else getattr(self, field)
 
     @field_validator("base_model")
     @classmethod

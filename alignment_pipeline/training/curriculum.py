@@ -32,11 +32,13 @@ class StageSpec:
     sample_types: tuple[str, ...] | None  # None: every type
     parent: str | None
     best_only: bool = False
+    online: bool = False
 
 
 def spec_for(kind: str, config: TrainingConfig) -> StageSpec:
     entry = checkpoint(kind)
-    return StageSpec(entry.kind, entry.objective, sample_types(entry, config), entry.parent, entry.best_only)
+    return StageSpec(entry.kind, entry.objective, sample_types(entry, config), entry.parent, entry.best_only,
+                     entry.online)
 
 
 def stage_groups(warehouse: Warehouse, spec: StageSpec) -> list[PromptGroup]:
@@ -69,7 +71,10 @@ def stage_start(warehouse: Warehouse, spec: StageSpec, config: TrainingConfig) -
 
 
 def has_training_data(warehouse: Warehouse, spec: StageSpec, config: TrainingConfig) -> bool:
-    return bool(training_groups(stage_groups(warehouse, spec), spec.objective, config))
+    groups = stage_groups(warehouse, spec)
+    if spec.online:  # it samples its own responses: prompts are all it needs (its reward model, the pairs)
+        return bool(groups)
+    return bool(training_groups(groups, spec.objective, config))
 
 
 def pass_through(warehouse: Warehouse, spec: StageSpec, start_model: str) -> None:
@@ -97,10 +102,17 @@ def train_stage(warehouse: Warehouse | None, spec: StageSpec, *, base_model: str
             raise ValueError(f"{spec.kind}: pass the warehouse or the stage's groups")
         groups = stage_groups(warehouse, spec)
     name = name or spec.kind
-    result = train(TrainRequest(groups, objective=spec.objective, base_model=base_model,
-                                out_dir=out_dir or home.checkpoints / name, config=config, home=home, run_name=name,
-                                parent_run_id=parent_run_id, tags={**(tags or {}), "checkpoint_kind": spec.kind},
-                                resume=resume))
+    if spec.online:  # RL against the reward model (TRL), not the contrastive trainer
+        from alignment_pipeline.training.rlhf import train_rlhf_stage
+
+        result = train_rlhf_stage(warehouse, groups, base_model=base_model, config=config, home=home,
+                                  out_dir=out_dir or home.checkpoints / name, run_name=name,
+                                  parent_run_id=parent_run_id, tags={**(tags or {}), "checkpoint_kind": spec.kind})
+    else:
+        result = train(TrainRequest(groups, objective=spec.objective, base_model=base_model,
+                                    out_dir=out_dir or home.checkpoints / name, config=config, home=home,
+                                    run_name=name, parent_run_id=parent_run_id,
+                                    tags={**(tags or {}), "checkpoint_kind": spec.kind}, resume=resume))
     result.metrics.update(group_stats(groups))
     if main:
         record_checkpoint(warehouse, name=name, kind=spec.kind, objective=spec.objective,

@@ -80,6 +80,18 @@ def samples_batches(groups: list[PromptGroup]) -> list[str]:
 # -- tokenisation ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class GroupSource:
+    """A group's token ids before any cut (the prompt without its prefix; each response with its end-of-turn
+    token) and the limits they are cut to: what `limit_responses` re-fits the responses it keeps from."""
+
+    prefix: tuple[int, ...]
+    prompt_body: tuple[int, ...]
+    responses: tuple[tuple[int, ...], ...]
+    max_length: int
+    min_prompt_tokens: int
+
+
+@dataclass(frozen=True)
 class TokenizedGroup:
     """Token ids of one group: the (left-truncated) prompt once, then each response followed by EOS."""
 
@@ -87,6 +99,7 @@ class TokenizedGroup:
     prompt_ids: list[int]
     response_ids: list[list[int]]
     ratings: list[float]
+    source: GroupSource | None = field(default=None, repr=False, compare=False)
 
     @property
     def packed_length(self) -> int:
@@ -109,44 +122,75 @@ def special_prefix(tokenizer) -> list[int]:
     return []
 
 
+def continuation_ids(tokenizer, prompt_text: str, prompt_ids: list[int], text: str) -> list[int]:
+    """The ids of `text` as the model meets it right after the prompt: prompt and text are tokenised together
+    and split where the prompt's own ids end, so a SentencePiece tokenizer (Llama's legacy behaviour) puts no
+    dummy "▁" prefix in front of the response, as it would for a text tokenised alone. When the two merge
+    across the boundary (a prompt ending in a space, for a byte-level BPE), the prompt's own ids are what the
+    model is served with, so the text is tokenised alone."""
+    joint = tokenizer(prompt_text + text, add_special_tokens=False)["input_ids"]
+    if joint[:len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
+        return joint[len(prompt_ids):]
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def fit_group(source: GroupSource, keep: list[int] | None = None) -> tuple[list[int], list[list[int]]]:
+    """(prompt ids, response ids) of the responses `keep` (default all), every (prompt, response) within
+    `max_length`. The prompt is shared by the responses, so its cut is decided by the responses actually
+    trained together:
+
+    - the prompt is cut from its left (after any BOS), only as far as the longest kept response needs;
+    - but it keeps at least max(min_prompt_tokens, max_length // 2) tokens (all of it when shorter; half the
+      window, as TRL's max_prompt_length 512 of max_length 1024): a response longer than the rest of the
+      window is cut on its right, rather than every response of the group losing its question to it.
+    """
+    idx = range(len(source.responses)) if keep is None else keep
+    responses = [list(source.responses[i]) for i in idx]
+    prefix, body = list(source.prefix), list(source.prompt_body)
+    full = len(prefix) + len(body)
+    floor = min(full, max(source.min_prompt_tokens, source.max_length // 2))
+    if source.max_length <= floor:
+        raise ValueError(f"max_length {source.max_length} leaves no room for a response after {floor} prompt "
+                         "tokens")
+    keep_prompt = min(full, max(source.max_length - max(len(r) for r in responses), floor))
+    if keep_prompt < full:
+        # Left truncation keeps the end of the prompt (the response header) adjacent to the response.
+        tail = keep_prompt - len(prefix)
+        prompt_ids = prefix + body[len(body) - tail:] if tail > 0 else (prefix + body)[-keep_prompt:]
+    else:
+        prompt_ids = prefix + body
+    response_ids = [r[:source.max_length - len(prompt_ids)] for r in responses]
+    for ids in response_ids:
+        assert len(prompt_ids) + len(ids) <= source.max_length, "row exceeds max_length"
+    return prompt_ids, response_ids
+
+
 def tokenize_group(tokenizer, group: PromptGroup, index: int, *, max_length: int, min_prompt_tokens: int = 16,
                    prefix: list[int] | None = None, fmt: PromptFormat | None = None) -> TokenizedGroup:
-    """Prompt and responses are tokenised separately and concatenated (never merged across the boundary);
-    each response gets the format's end-of-turn token (EOS for Alpaca). Every (prompt, response) sequence fits `max_length`: the prompt is cut from its
-    left (after any BOS) so the responses survive; a response is cut on its right only when it alone would
-    leave fewer than `min_prompt_tokens` of prompt."""
+    """The prompt is tokenised alone (as it is served); each response is tokenised as its continuation
+    (`continuation_ids`: ids(prompt) + ids(response) is what the model reads in running text) and ends with the
+    format's end-of-turn token (EOS for Alpaca). Every (prompt, response) sequence fits `max_length`, cut as
+    `fit_group` says."""
     fmt = prompt_format(tokenizer) if fmt is None else fmt
     end = fmt.end_of_turn_ids(tokenizer)
     # A chat template writes its own start tokens; plain text gets the tokenizer's BOS.
     prefix = [] if fmt.chat else special_prefix(tokenizer) if prefix is None else prefix
-    responses, ratings = group.responses, list(group.ratings)
-    prompt_body = tokenizer(fmt.render(group.prompt), add_special_tokens=False)["input_ids"]
-    prompt_full = prefix + prompt_body
-    keep_prompt = min(len(prompt_full), min_prompt_tokens)
-    if max_length <= keep_prompt:
-        raise ValueError(f"max_length {max_length} leaves no room for a response after {keep_prompt} prompt tokens")
-    response_ids = []
-    for text in responses:
-        ids = tokenizer(text.strip(), add_special_tokens=False)["input_ids"] + end
-        response_ids.append(ids[:max_length - keep_prompt])
-    budget = max_length - max(len(r) for r in response_ids)
-    if len(prompt_full) > budget:
-        # Left truncation keeps the end of the prompt (the response header) adjacent to the response.
-        tail = budget - len(prefix)
-        prompt_ids = prefix + prompt_body[len(prompt_body) - tail:] if tail > 0 else prompt_full[-budget:]
-    else:
-        prompt_ids = prompt_full
-    for ids in response_ids:
-        row = prompt_ids + ids
-        # The boundary: the row is exactly the prompt ids followed by the response ids.
-        assert row[:len(prompt_ids)] == prompt_ids and row[len(prompt_ids):] == ids, "prompt/response boundary"
-        assert len(row) <= max_length, f"row of {len(row)} tokens exceeds max_length {max_length}"
-    return TokenizedGroup(index=index, prompt_ids=prompt_ids, response_ids=response_ids, ratings=ratings)
+    prompt_text = fmt.render(group.prompt)
+    prompt_body = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    responses = []
+    for text in group.responses:
+        responses.append(tuple(continuation_ids(tokenizer, prompt_text, prompt_body, text.strip()) + end))
+    source = GroupSource(prefix=tuple(prefix), prompt_body=tuple(prompt_body), responses=tuple(responses),
+                         max_length=max_length, min_prompt_tokens=min_prompt_tokens)
+    prompt_ids, response_ids = fit_group(source)
+    return TokenizedGroup(index=index, prompt_ids=prompt_ids, response_ids=response_ids,
+                          ratings=list(group.ratings), source=source)
 
 
 def limit_responses(group: TokenizedGroup, k: int | None, *, seed: int, epoch: int) -> TokenizedGroup:
     """At most `k` responses of a group: the best-rated one and a sample of the others drawn afresh each
-    epoch (deterministic given seed, epoch and group), so over epochs every response takes part."""
+    epoch (deterministic given seed, epoch and group), so over epochs every response takes part. The prompt is
+    re-fitted to the responses kept (`fit_group`): a long response left out does not cut it."""
     n = len(group.response_ids)
     if k is None or n <= k:
         return group
@@ -154,9 +198,12 @@ def limit_responses(group: TokenizedGroup, k: int | None, *, seed: int, epoch: i
     others = [i for i in range(n) if i != best]
     rng = random.Random((seed * 1_000_003 + epoch) * 1_000_033 + group.index)
     chosen = sorted([best] + rng.sample(others, k - 1))
-    return TokenizedGroup(index=group.index, prompt_ids=group.prompt_ids,
-                          response_ids=[group.response_ids[i] for i in chosen],
-                          ratings=[group.ratings[i] for i in chosen])
+    if group.source is not None:
+        prompt_ids, response_ids = fit_group(group.source, chosen)
+    else:
+        prompt_ids, response_ids = group.prompt_ids, [group.response_ids[i] for i in chosen]
+    return TokenizedGroup(index=group.index, prompt_ids=prompt_ids, response_ids=response_ids,
+                          ratings=[group.ratings[i] for i in chosen], source=group.source)
 
 
 def tokenize_groups(tokenizer, groups: list[PromptGroup], *, max_length: int, min_prompt_tokens: int = 16

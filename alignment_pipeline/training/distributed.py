@@ -1,6 +1,9 @@
 """Multi-process training under torchrun (DDP): the process group, rank-0-first sections and cross-rank
 reductions. Every helper is a no-op with one process, so the single-process path runs the same code.
 
+FSDP (training/fsdp.py) runs on the same helpers: its forward and backward are collectives, so every rank
+runs the same number of micro-steps (`micro_steps(..., lockstep=True)`).
+
 Batch arithmetic: each rank runs `per_device_batch` prompts per micro-batch and `grad_accum` micro-batches per
 optimizer step, so one step consumes per_device_batch × grad_accum × world_size prompts (nothing is rescaled to
 hide the world size: the learning rate and schedule see that effective batch).
@@ -15,6 +18,7 @@ import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -38,11 +42,13 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def init_process_group(runtime: Runtime, *, keep: bool = False) -> bool:
+def init_process_group(runtime: Runtime, *, keep: bool = False, timeout_s: float | None = None) -> bool:
     """Join the torchrun process group (nccl on CUDA, gloo on CPU) unless this process is alone or already in
     one. Returns True when this call created the group (the caller then destroys it). `keep`: leave the group
     up until the process exits, for later calls to reuse: re-creating the default group after destroying it
-    can hang under torchrun (its rendezvous store still holds the old group's keys)."""
+    can hang under torchrun (its rendezvous store still holds the old group's keys). `timeout_s`: how long a
+    collective waits for the other ranks (training.distributed_timeout_s) before it fails, rather than
+    torch's default, which differs by backend and release."""
     if runtime.world_size <= 1:
         return False
     if dist.is_initialized():
@@ -54,10 +60,12 @@ def init_process_group(runtime: Runtime, *, keep: bool = False) -> bool:
     if missing:
         raise RuntimeError(f"WORLD_SIZE={runtime.world_size} but {', '.join(missing)} unset: start multi-process "
                            "training with torchrun (python -m torch.distributed.run)")
+    timeout = {"timeout": timedelta(seconds=timeout_s)} if timeout_s else {}
     if runtime.cuda:
-        dist.init_process_group("nccl", rank=runtime.rank, world_size=runtime.world_size, device_id=runtime.device)
+        dist.init_process_group("nccl", rank=runtime.rank, world_size=runtime.world_size, device_id=runtime.device,
+                                **timeout)
     else:
-        dist.init_process_group("gloo", rank=runtime.rank, world_size=runtime.world_size)
+        dist.init_process_group("gloo", rank=runtime.rank, world_size=runtime.world_size, **timeout)
     if keep:
         atexit.register(destroy_process_group)
     return True
@@ -106,6 +114,15 @@ def gather_to_main(obj, runtime: Runtime) -> list | None:
     return out
 
 
+def all_gather(obj, runtime: Runtime) -> list:
+    """Every rank's `obj` (pickled), in rank order, on every rank; `[obj]` with one process."""
+    if not active():
+        return [obj]
+    out = [None] * runtime.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def all_reduce(values: list[float], runtime: Runtime, *, op: str = "sum") -> list[float]:
     """Element-wise sum (or max) of a list of floats over all ranks, in float64 (token counts stay exact)."""
     if not active():
@@ -138,16 +155,20 @@ class MicroStep:
     placeholder: bool = False  # run only so that this rank joins the all-reduce; counted nowhere
 
 
-def micro_steps(prompts_per_batch: list[int], runtime: Runtime) -> list[MicroStep]:
+def micro_steps(prompts_per_batch: list[int], runtime: Runtime, *, lockstep: bool = False) -> list[MicroStep]:
     """This rank's part of one optimizer step over a window of batches holding `prompts_per_batch` prompts.
 
     With W ranks, rank r runs batches r, r+W, ... of the window, so the step's gradient is the prompt-weighted
     mean over the whole window, as one process accumulating every batch of it would compute. A rank with no
     batch in an epoch's last, short window still joins the all-reduce: it runs the window's first batch with
-    weight zero."""
+    weight zero. `lockstep` (FSDP, whose every forward gathers parameters from all ranks): every rank runs as
+    many micro-steps as the busiest one, the missing ones as such zero-weight passes."""
     world = runtime.world_size
     n_total = sum(prompts_per_batch)
     mine = [(j, False) for j in range(runtime.rank, len(prompts_per_batch), world)] or [(0, True)]
+    if lockstep:
+        mine = [m for m in mine if not m[1]]
+        mine += [(0, True)] * (math.ceil(len(prompts_per_batch) / world) - len(mine))
     out = []
     for n, (j, placeholder) in enumerate(mine):
         weight = 0.0 if placeholder else prompts_per_batch[j] / n_total

@@ -6,10 +6,16 @@ prompt's length for each response, so each response is computed exactly as in it
 sequence while the prompt runs once. Log-probs are taken only at response positions: the decoder's hidden
 states are gathered there and the LM head + log-softmax run in chunks, recomputed in backward, so no
 [B, T, V] float32 logits tensor ever exists.
+
+SDPA takes the mask dense and computes every (query, key) block, the masked cross-response ones included; flex
+attention (training.attn_implementation: flex, CUDA) takes it as a block mask and skips them. On CPU torch has no
+flex backward, so flex falls back to SDPA there (forward only, SmolLM2-135M, one prompt + 4 responses, 2 busy
+cores: about as fast as SDPA once compiled, ~80-100 MB more peak memory).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +24,8 @@ from torch.utils.checkpoint import checkpoint
 from alignment_pipeline.training.data import TokenizedGroup
 
 PAD_SEGMENT = -1
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,6 +47,7 @@ class PackedBatch:
     group_indices: list[int]
     data_tokens: int  # prompt + every response, as consumed (the tokens/s unit)
     packed_tokens: int  # non-padding positions actually run through the model
+    group_sizes: tuple[int, ...] = ()  # responses per group, on the host (checks without a device sync)
 
     def to(self, device: torch.device | str) -> PackedBatch:
         moved = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
@@ -60,6 +69,22 @@ class PackedBatch:
             return allowed
         additive = torch.zeros(allowed.shape, dtype=dtype, device=seg.device)
         return additive.masked_fill_(~allowed, torch.finfo(dtype).min)
+
+    def block_mask(self):
+        """The same mask as `attention_mask` for flex attention, as a BlockMask: blocks that no query may see
+        (one response's queries against another response's keys, padding) are skipped, not computed and then
+        masked as SDPA does with a dense mask."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        seg = self.segments
+
+        def allowed(b, h, q, k):
+            sq, sk = seg[b, q], seg[b, k]
+            same = (k <= q) & (sk != PAD_SEGMENT) & (sq != PAD_SEGMENT) & ((sk == 0) | (sk == sq))
+            return same | ((q == k) & (sq == PAD_SEGMENT))
+
+        b, t = seg.shape
+        return create_block_mask(allowed, B=b, H=None, Q_LEN=t, KV_LEN=t, device=seg.device)
 
 
 def pack_groups(groups: list[TokenizedGroup], pad_id: int) -> PackedBatch:
@@ -106,6 +131,7 @@ def pack_groups(groups: list[TokenizedGroup], pad_id: int) -> PackedBatch:
         group_indices=[g.index for g in groups],
         data_tokens=sum(g.data_tokens for g in groups),
         packed_tokens=sum(g.packed_length for g in groups),
+        group_sizes=tuple(len(g.response_ids) for g in groups),
     )
 
 
@@ -124,17 +150,68 @@ class ResponseLogps:
         return self.token_mask.sum(-1)
 
 
+class ScaledHead(torch.nn.Module):
+    """The LM head followed by the logit scalings the model's own forward applies after it, in its order:
+    Cohere's `logit_scale` (×), Falcon-H1's `lm_head_multiplier` (×), Granite's `logits_scaling` (÷), then
+    Gemma 2/3's `final_logit_softcapping` (cap · tanh(logits / cap))."""
+
+    def __init__(self, head: torch.nn.Module, config):
+        super().__init__()
+        self.head = head
+        get = lambda name: getattr(config, name, None)  # noqa: E731
+        self.multiply = float(get("logit_scale") or 1.0) * float(get("lm_head_multiplier") or 1.0)
+        self.divide = float(get("logits_scaling") or 1.0)
+        self.softcap = get("final_logit_softcapping")
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.head(hidden)
+        if self.multiply != 1.0:
+            logits = logits * self.multiply
+        if self.divide != 1.0:
+            logits = logits / self.divide
+        if self.softcap:
+            logits = torch.tanh(logits.float() / self.softcap) * self.softcap
+        return logits
+
+
 def split_causal_lm(model) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The decoder (hidden states) and the LM head of a causal LM, also when wrapped by peft."""
+    """The decoder (hidden states) and the LM head of a causal LM, also when wrapped by peft; the head carries
+    the model's logit scalings (`ScaledHead`), so chunked log-probs equal the model's own."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = inner.get_decoder()
     head = inner.get_output_embeddings()
     if decoder is None or head is None:
         raise TypeError(f"{type(inner).__name__} exposes no decoder/output embeddings; not a causal LM")
-    for attr in ("final_logit_softcapping", "logit_scale"):
-        if getattr(inner.config, attr, None) not in (None, 1.0):
-            raise NotImplementedError(f"{type(inner).__name__} uses {attr}; chunked log-probs do not apply it")
-    return decoder, head
+    return decoder, ScaledHead(head, inner.config)
+
+
+def model_attn_implementation(name: str, device: torch.device | str) -> str:
+    """training.attn_implementation as transformers names it, on `device`: flex attention needs CUDA (torch has
+    no flex backward on CPU), so on CPU "flex" runs SDPA, with a warning."""
+    if name != "flex":
+        return name
+    if torch.device(device).type == "cuda":
+        return "flex_attention"
+    log.warning("attn_implementation flex: flex attention has no backward on %s; using sdpa", device)
+    return "sdpa"
+
+
+def disable_dropout(model: torch.nn.Module) -> int:
+    """Turn every dropout of `model` off (as TRL's DPO `disable_dropout`): dropout modules get p = 0, and
+    attention modules that take their dropout rate from the config (Llama's `attention_dropout`, applied in
+    training mode) get 0. A policy trained with dropout would otherwise score differently from its
+    reference, scored in eval mode, and the log-ratio at step 0 would not be zero. Returns how many were on."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            changed += module.p > 0
+            module.p = 0.0
+        for attr in ("attention_dropout", "attn_dropout", "dropout"):
+            value = getattr(module, attr, None)
+            if isinstance(value, float) and not isinstance(value, bool):
+                changed += value > 0
+                setattr(module, attr, 0.0)
+    return changed
 
 
 def _chunk_logps(head: torch.nn.Module, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -172,24 +249,29 @@ class PackedLogps(torch.nn.Module):
 
 def response_logps(model, batch: PackedBatch, *, chunk_size: int = 1024) -> ResponseLogps:
     """Per-token log-probs of every response of every group in `batch` (already on the model's device).
-    `model` is a causal LM (plain or peft), or a `PackedLogps` wrapped in DistributedDataParallel, which is
-    then called so its gradient synchronisation takes part."""
+    `model` is a causal LM (plain or peft), or a `PackedLogps` wrapped in DistributedDataParallel or sharded by
+    FSDP, which is then called so its gradient synchronisation (and FSDP's weight gathering) takes part."""
     from torch.nn.parallel import DistributedDataParallel
 
     if isinstance(model, DistributedDataParallel):
         if not isinstance(model.module, PackedLogps):
             raise TypeError("DistributedDataParallel must wrap a PackedLogps(model) for the packed forward")
         return ResponseLogps(*model(batch, chunk_size=chunk_size))
+    if isinstance(model, PackedLogps) and _fsdp_sharded(model):  # the FSDP root (training/fsdp.py): called,
+        return ResponseLogps(*model(batch, chunk_size=chunk_size))  # so that it gathers its own weights
     if isinstance(model, PackedLogps):
         model = model.model
     decoder, head = split_causal_lm(model)
     attn_impl = getattr(decoder.config, "_attn_implementation", "sdpa")
-    mask_dtype = None if attn_impl == "sdpa" else torch.float32
-    if attn_impl not in ("sdpa", "eager"):
-        raise ValueError(f"attention implementation {attn_impl!r} cannot take the prefix-sharing 4D mask; "
-                         "load the model with attn_implementation='sdpa'")
-    out = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids,
-                  attention_mask=batch.attention_mask(mask_dtype), use_cache=False)
+    if attn_impl == "flex_attention":
+        mask = batch.block_mask()
+    elif attn_impl in ("sdpa", "eager"):
+        mask = batch.attention_mask(None if attn_impl == "sdpa" else torch.float32)
+    else:
+        raise ValueError(f"attention implementation {attn_impl!r} cannot take the prefix-sharing mask; "
+                         "load the model with attn_implementation 'sdpa', 'eager' or 'flex_attention'")
+    out = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=mask,
+                  use_cache=False)
     hidden = out.last_hidden_state[batch.src_row, batch.src_pos]  # [N, H]: response positions only
     logps = gather_logps(head, hidden, batch.target, chunk_size)
     b = batch.input_ids.shape[0]
@@ -202,3 +284,11 @@ def response_logps(model, batch: PackedBatch, *, chunk_size: int = 1024) -> Resp
     response_mask = (torch.arange(batch.max_responses, device=logps.device)[None]
                      < batch.num_responses.to(logps.device)[:, None])
     return ResponseLogps(token_logps=token_logps, token_mask=token_mask, response_mask=response_mask)
+
+
+def _fsdp_sharded(module: torch.nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch before FSDP2 took this name: nothing is sharded by it
+        return False
+    return isinstance(module, FSDPModule)

@@ -1,4 +1,4 @@
-"""One stage or baseline trained data-parallel on this node's GPUs:
+"""One stage or baseline trained data-parallel (DDP, or FSDP: training.strategy) on this node's GPUs:
 
     torchrun --nproc_per_node N -m alignment_pipeline.training.launch --kind stage1_imitation
 
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_profile(args.profile, settings_file=args.settings).training
     home = HomeLayout(args.home)
     runtime = resolve_runtime(config.device, config.precision)
-    created = dist_utils.init_process_group(runtime)
+    created = dist_utils.init_process_group(runtime, timeout_s=config.distributed_timeout_s)
     try:
         if runtime.is_main and _under_pipes():
             from dagster_pipes import open_dagster_pipes

@@ -9,13 +9,14 @@ Conventions shared by all functions:
   `torch.where` before any arithmetic, so they reach neither the loss nor its gradient.
 - All arithmetic runs in float32, whatever the input dtype (bf16 log-probs are upcast; gradients flow
   back to the original tensors in their own dtype).
-- Components are read back to the host in one transfer per call, so a loss costs one device sync.
+- A loss never waits for the device: its components stay on it until they are read (an attribute, `metrics()`,
+  or `read_outputs` for many losses at once: one transfer for all, so a training step syncs once). Checks of
+  ratings run at once on CPU tensors and, on an accelerator, when the components are read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -27,6 +28,7 @@ __all__ = [
     "bradley_terry_loss",
     "dpo_loss",
     "length_balanced_pairs",
+    "read_outputs",
     "rrhf_loss",
     "sequence_nll",
     "sft_loss",
@@ -36,41 +38,99 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+_COMPONENTS = ("sft", "hinge", "active_margin_share", "chosen_reward", "rejected_reward", "reward_accuracy")
+
+
 class LossOutput:
     """A training loss and its detached components.
 
-    `loss` is the differentiable scalar to back-propagate. The other fields are plain Python numbers for
-    logging; a field a loss does not define stays None. `n_prompts` counts the groups (prompts or pairs)
-    that contributed to `loss`. `extra` holds loss-specific components (e.g. the RRHF ranking term).
+    `loss` is the differentiable scalar to back-propagate. The other attributes are plain Python numbers for
+    logging; one a loss does not define stays None. `n_prompts` counts the groups (prompts or pairs) that
+    contributed to `loss`. `extra` holds loss-specific components (e.g. the RRHF ranking term). Components may
+    be given as tensors: they are read to the host, all in one transfer, the first time any is read, and the
+    deferred `checks` ((flag tensor, message) pairs) raise ValueError then.
     """
 
-    loss: Tensor
-    n_prompts: int = 0
-    sft: float | None = None
-    hinge: float | None = None
-    active_margin_share: float | None = None
-    chosen_reward: float | None = None
-    rejected_reward: float | None = None
-    reward_accuracy: float | None = None
-    extra: dict[str, float] = field(default_factory=dict)
+    def __init__(self, loss: Tensor, n_prompts: int | Tensor = 0, sft: float | Tensor | None = None,
+                 hinge: float | Tensor | None = None, active_margin_share: float | Tensor | None = None,
+                 chosen_reward: float | Tensor | None = None, rejected_reward: float | Tensor | None = None,
+                 reward_accuracy: float | Tensor | None = None, extra: dict[str, float | Tensor] | None = None,
+                 checks: Sequence[tuple[Tensor, str]] = ()):
+        self.loss = loss
+        values = dict(zip(_COMPONENTS, (sft, hinge, active_margin_share, chosen_reward, rejected_reward,
+                                        reward_accuracy), strict=True))
+        values["n_prompts"] = n_prompts
+        values.update({f"extra/{k}": v for k, v in (extra or {}).items()})
+        self._values = {k: v.detach() if isinstance(v, Tensor) else v for k, v in values.items()}
+        self._loss_value: float | None = None
+        self._checks = list(checks)
+
+    # Reading: everything pending goes to the host together.
+    def _pending(self) -> list[tuple[str, Tensor]]:
+        out = [(k, v) for k, v in self._values.items() if isinstance(v, Tensor)]
+        if self._loss_value is None:
+            out.append(("loss", self.loss.detach()))
+        out += [(f"check/{i}", flag) for i, (flag, _) in enumerate(self._checks)]
+        return out
+
+    def _fill(self, values: dict[str, float]) -> None:
+        failed = [msg for i, (_, msg) in enumerate(self._checks) if values.get(f"check/{i}")]
+        self._checks = []
+        for key, value in values.items():
+            if key == "loss":
+                self._loss_value = value
+            elif not key.startswith("check/"):
+                self._values[key] = value
+        if failed:
+            raise ValueError(failed[0])
+
+    def _read(self) -> None:
+        if self._pending():
+            read_outputs([self])
+
+    def _get(self, name: str):
+        self._read()
+        return self._values[name]
+
+    n_prompts = property(lambda self: int(self._get("n_prompts")))
+    sft = property(lambda self: self._get("sft"))
+    hinge = property(lambda self: self._get("hinge"))
+    active_margin_share = property(lambda self: self._get("active_margin_share"))
+    chosen_reward = property(lambda self: self._get("chosen_reward"))
+    rejected_reward = property(lambda self: self._get("rejected_reward"))
+    reward_accuracy = property(lambda self: self._get("reward_accuracy"))
+
+    @property
+    def extra(self) -> dict[str, float]:
+        self._read()
+        return {k[len("extra/"):]: v for k, v in self._values.items() if k.startswith("extra/")}
 
     def metrics(self) -> dict[str, float]:
         """All defined components (and the loss value) as a flat dict of floats."""
-        out: dict[str, float] = {"loss": float(self.loss.detach()), "n_prompts": float(self.n_prompts)}
-        for name in (
-            "sft",
-            "hinge",
-            "active_margin_share",
-            "chosen_reward",
-            "rejected_reward",
-            "reward_accuracy",
-        ):
-            value = getattr(self, name)
+        self._read()
+        out: dict[str, float] = {"loss": self._loss_value, "n_prompts": float(self.n_prompts)}
+        for name in _COMPONENTS:
+            value = self._values[name]
             if value is not None:
                 out[name] = value
         out.update(self.extra)
         return out
+
+
+def read_outputs(outputs: Sequence[LossOutput]) -> None:
+    """Read the pending components (and loss values) of every output to the host in one transfer per device
+    (a training step calls this once for all its micro-batches), then run their deferred checks."""
+    by_device: dict[torch.device, list[tuple[int, str, Tensor]]] = {}
+    for n, out in enumerate(outputs):
+        for key, tensor in out._pending():
+            by_device.setdefault(tensor.device, []).append((n, key, tensor))
+    values: list[dict[str, float]] = [{} for _ in outputs]
+    for items in by_device.values():
+        host = torch.stack([t.float().reshape(()) for _, _, t in items]).tolist()
+        for (n, key, _), value in zip(items, host, strict=True):
+            values[n][key] = value
+    for out, vals in zip(outputs, values, strict=True):
+        out._fill(vals)
 
 
 # ----------------------------------------------------------------------------------------------- checks
@@ -103,14 +163,16 @@ def _check_paired(**tensors: Tensor) -> None:
             raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
 
 
-def _host(*values: Tensor) -> list[float]:
-    """Detach scalar tensors and read them back in a single device-to-host transfer."""
-    return torch.stack([v.detach().float().reshape(()) for v in values]).tolist()
-
-
-def _raise_if_bad_ratings(flag: float, name: str = "ratings") -> None:
-    if flag:
-        raise ValueError(f"{name} holds NaN or inf at a position where mask is True")
+def _finite_checks(values: Tensor, mask: Tensor, name: str = "ratings") -> list[tuple[Tensor, str]]:
+    """Non-finite `values` where mask is True: raised now on CPU (no device to wait for), else returned as a
+    check the LossOutput runs when it is read."""
+    flag = _bad_values(values, mask)
+    message = f"{name} holds NaN or inf at a position where mask is True"
+    if flag.device.type == "cpu":
+        if bool(flag):
+            raise ValueError(message)
+        return []
+    return [(flag, message)]
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -222,9 +284,9 @@ def stable_alignment_loss(
     sft_c = torch.where(has_valid, l_top, 0.0).sum() / n_valid.clamp(min=1)
     hinge_c = hinge.sum() / n_neg.clamp(min=1)
     active_c = (has_neg & (agg > 0)).sum() / n_neg.clamp(min=1)
-    sft_v, hinge_v, active_v, n_v, bad = _host(sft_c, hinge_c, active_c, n_valid, _bad_values(ratings, mask))
-    _raise_if_bad_ratings(bad)
-    return LossOutput(loss=loss, n_prompts=int(n_v), sft=sft_v, hinge=hinge_v, active_margin_share=active_v)
+    checks = _finite_checks(ratings, mask)
+    return LossOutput(loss=loss, n_prompts=n_valid, sft=sft_c, hinge=hinge_c, active_margin_share=active_c,
+                      checks=checks)
 
 
 def sft_loss(nll: Tensor, mask: Tensor) -> LossOutput:
@@ -239,8 +301,7 @@ def sft_loss(nll: Tensor, mask: Tensor) -> LossOutput:
     x = torch.where(mask, nll.float(), 0.0)
     n_resp = mask.sum()
     loss = x.sum() / n_resp.clamp(min=1)
-    loss_v, n_p, n_r = _host(loss, mask.any(dim=1).sum(), n_resp)
-    return LossOutput(loss=loss, n_prompts=int(n_p), sft=loss_v, extra={"n_responses": n_r})
+    return LossOutput(loss=loss, n_prompts=mask.any(dim=1).sum(), sft=loss, extra={"n_responses": n_resp})
 
 
 # ------------------------------------------------------------------------------------------------- DPO
@@ -285,34 +346,32 @@ def dpo_loss(
 
     chosen_reward = beta * chosen_ratio.detach()
     rejected_reward = beta * rejected_ratio.detach()
-    c, r, acc, marg = _host(
-        chosen_reward.mean(),
-        rejected_reward.mean(),
-        (chosen_reward > rejected_reward).float().mean(),
-        (chosen_reward - rejected_reward).mean(),
-    )
     return LossOutput(
         loss=loss,
         n_prompts=losses.numel(),
-        chosen_reward=c,
-        rejected_reward=r,
-        reward_accuracy=acc,
-        extra={"reward_margin": marg},
+        chosen_reward=chosen_reward.mean(),
+        rejected_reward=rejected_reward.mean(),
+        reward_accuracy=(chosen_reward > rejected_reward).float().mean(),
+        extra={"reward_margin": (chosen_reward - rejected_reward).mean()},
     )
 
 
 # ------------------------------------------------------------------------------------------------ SPPO
 
 
-def sppo_win_rates(ratings: Tensor, mask: Tensor) -> Tensor:
+def sppo_win_rates(ratings: Tensor, mask: Tensor, *, temperature: float) -> Tensor:
     """Each response's estimated win-rate against the prompt's own samples, from ratings.
 
-    P(i ≻ j) = σ(r_i − r_j); P̂_i = mean over the prompt's valid responses j (self included, counted at
-    σ(0) = ½) of P(i ≻ j). Returns float32 `[B, K]`; masked entries are NaN (no response, no win-rate).
+    P(i ≻ j) = σ((r_i − r_j) / temperature): the ratings play SPPO's preference model, `temperature` rating
+    points making one logit (1: the samples_sppo view's σ(r_i − r_j)). P̂_i = mean over the prompt's valid
+    responses j (self included, counted at σ(0) = ½) of P(i ≻ j). Returns float32 `[B, K]`; masked entries are
+    NaN (no response, no win-rate).
     """
     _check_mask(mask)
     _check_grouped("ratings", ratings, mask)
-    r = torch.where(mask, ratings.float(), 0.0)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    r = torch.where(mask, ratings.float(), 0.0) / temperature
     pairwise = torch.sigmoid(r.unsqueeze(2) - r.unsqueeze(1))  # [B, i, j]
     valid_j = mask.unsqueeze(1).expand_as(pairwise)
     rates = torch.where(valid_j, pairwise, 0.0).sum(dim=2) / mask.sum(dim=1, keepdim=True).clamp(min=1)
@@ -339,26 +398,28 @@ def sppo_loss(
     sq = torch.where(mask, (log_ratio - target) ** 2, 0.0)
     n_resp = mask.sum().clamp(min=1)
     loss = sq.sum() / n_resp
-    lr_v, tg_v, n_p, bad = _host(
-        log_ratio.sum() / n_resp, target.sum() / n_resp, mask.any(dim=1).sum(), _bad_values(win_rates, mask)
-    )
-    _raise_if_bad_ratings(bad, "win_rates")
-    return LossOutput(loss=loss, n_prompts=int(n_p), extra={"log_ratio": lr_v, "target": tg_v})
+    checks = _finite_checks(win_rates, mask, "win_rates")
+    return LossOutput(loss=loss, n_prompts=mask.any(dim=1).sum(), checks=checks,
+                      extra={"log_ratio": log_ratio.sum() / n_resp, "target": target.sum() / n_resp})
 
 
 # ------------------------------------------------------------------------------------------------ RRHF
 
 
-def rrhf_loss(mean_logps: Tensor, nll: Tensor, ratings: Tensor, mask: Tensor) -> LossOutput:
+def rrhf_loss(mean_logps: Tensor, nll: Tensor, ratings: Tensor, mask: Tensor, *,
+              rank_weight: float = 1.0) -> LossOutput:
     """RRHF (arXiv 2304.05302): ranking hinge on mean log-probs plus SFT on the best response.
 
     Per prompt: rank = Σ over valid pairs with r_i < r_j of max(0, p_i − p_j), p = `mean_logps` (mean token
     log-prob); sft = mean `nll` over the top-rated responses (ties share the top). Loss = mean over prompts
-    with a valid response of rank + sft. Components: `sft` and `extra["rank"]` (both means over prompts).
+    with a valid response of rank_weight × rank + sft (the paper's weight is 1). Components: `sft` and
+    `extra["rank"]` (both means over prompts, rank before its weight).
     """
     _check_mask(mask)
     for name, t in (("mean_logps", mean_logps), ("nll", nll), ("ratings", ratings)):
         _check_grouped(name, t, mask)
+    if not rank_weight >= 0:
+        raise ValueError(f"rank_weight must be >= 0, got {rank_weight}")
     r, _, is_top, _, has_valid = _top_and_neg(ratings, mask)
     p = torch.where(mask, mean_logps.float(), 0.0)
     x = torch.where(mask, nll.float(), 0.0)
@@ -369,10 +430,9 @@ def rrhf_loss(mean_logps: Tensor, nll: Tensor, ratings: Tensor, mask: Tensor) ->
     n_valid = has_valid.sum().clamp(min=1)
     rank_m = torch.where(has_valid, rank, 0.0).sum() / n_valid
     sft_m = torch.where(has_valid, sft, 0.0).sum() / n_valid
-    loss = rank_m + sft_m
-    sft_v, rank_v, n_p, bad = _host(sft_m, rank_m, has_valid.sum(), _bad_values(ratings, mask))
-    _raise_if_bad_ratings(bad)
-    return LossOutput(loss=loss, n_prompts=int(n_p), sft=sft_v, extra={"rank": rank_v})
+    loss = rank_weight * rank_m + sft_m
+    return LossOutput(loss=loss, n_prompts=has_valid.sum(), sft=sft_m, extra={"rank": rank_m},
+                      checks=_finite_checks(ratings, mask))
 
 
 # ------------------------------------------------------------------------------------- reward modelling
@@ -419,18 +479,18 @@ def bradley_terry_loss(
     reg = (c.pow(2) + r.pow(2)).mean()
     loss = bt + center_coef * center + score_reg * reg
     cd, rd = c.detach(), r.detach()
-    c_v, r_v, acc, bt_v, ce_v, rg_v, bad = _host(
-        cd.mean(), rd.mean(), (cd > rd).float().mean(), bt, center, reg, w_bad
-    )
-    if bad:
-        raise ValueError("weights must be non-negative with a positive sum")
+    message = "weights must be non-negative with a positive sum"
+    checks = [(w_bad, message)] if w_bad.device.type != "cpu" else []
+    if not checks and bool(w_bad):
+        raise ValueError(message)
     return LossOutput(
         loss=loss,
         n_prompts=c.numel(),
-        chosen_reward=c_v,
-        rejected_reward=r_v,
-        reward_accuracy=acc,
-        extra={"bt": bt_v, "center": ce_v, "score_reg": rg_v},
+        chosen_reward=cd.mean(),
+        rejected_reward=rd.mean(),
+        reward_accuracy=(cd > rd).float().mean(),
+        extra={"bt": bt, "center": center, "score_reg": reg},
+        checks=checks,
     )
 
 

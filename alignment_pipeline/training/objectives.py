@@ -1,4 +1,4 @@
-"""The four training objectives over packed batches, and the group shapes each one trains on."""
+"""The training objectives over packed batches, and the group shapes each one trains on."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import torch
 from alignment_pipeline.training.config import TrainingConfig
 from alignment_pipeline.training.data import PromptGroup, TokenizedGroup
 from alignment_pipeline.training.forward import PackedBatch, ResponseLogps, response_logps
+from alignment_pipeline.training.hindsight import hindsight_groups
 from alignment_pipeline.training.losses import (
     LossOutput,
     dpo_loss,
+    rrhf_loss,
     sequence_nll,
     sft_loss,
     sppo_loss,
@@ -19,8 +21,8 @@ from alignment_pipeline.training.losses import (
     stable_alignment_loss,
 )
 
-Objective = Literal["stable_alignment", "sft", "dpo", "sppo"]
-OBJECTIVES: tuple[str, ...] = ("stable_alignment", "sft", "dpo", "sppo")
+Objective = Literal["stable_alignment", "sft", "dpo", "sppo", "rrhf", "coh"]
+OBJECTIVES: tuple[str, ...] = ("stable_alignment", "sft", "dpo", "sppo", "rrhf", "coh")
 NEEDS_REFERENCE = ("dpo", "sppo")
 
 
@@ -57,17 +59,23 @@ def preference_pairs(groups: list[PromptGroup], mode: str = "best_vs_rest") -> l
 
 
 def training_groups(groups: list[PromptGroup], objective: str, config: TrainingConfig) -> list[PromptGroup]:
-    """What `objective` trains on: DPO turns groups into preference pairs; the others take them as given
-    (SFT learns every response it is given: pass `best_response_groups(...)` for the SFT baseline)."""
+    """What `objective` trains on: DPO turns groups into preference pairs, Chain-of-Hindsight into feedback chains
+    (training/hindsight.py); the others take them as given (SFT learns every response it is given: pass
+    `best_response_groups(...)` for the SFT baseline)."""
     check_objective(objective)
     if objective == "dpo":
         return preference_pairs(groups, config.dpo_pairs)
+    if objective == "coh":
+        return hindsight_groups(preference_pairs(groups, "best_vs_rest"), config.coh_positive_feedback,
+                                config.coh_negative_feedback)
     return groups
 
 
 def max_responses(objective: str, config: TrainingConfig) -> int | None:
     """Responses kept per group: the contrastive loss compares `num_responses` (best + a seeded sample), as the
-    paper did; SPPO keeps all, so its win-rates match the samples_sppo view."""
+    paper did; SPPO keeps all, so its win-rates match the samples_sppo view. RRHF keeps all too: its ranking
+    loss runs over every pair of a query's ranked candidates, as its paper trains it, and the prompt is run once
+    for all of them, so a sample would drop pairs to save little. CoH segments hold one response each."""
     return {"stable_alignment": config.num_responses, "dpo": 2}.get(objective)
 
 
@@ -81,24 +89,29 @@ def batch_ratings(groups: list[TokenizedGroup], k: int) -> torch.Tensor:
 def objective_loss(objective: str, model, batch: PackedBatch, ratings: torch.Tensor,
                    reference: torch.Tensor | None, config: TrainingConfig) -> tuple[LossOutput, ResponseLogps]:
     """The loss of one packed batch. `ratings` [B, K] on the batch's device; `reference` [B, K] summed
-    reference log-probs (DPO, SPPO)."""
+    reference log-probs (DPO, SPPO). Chain-of-Hindsight is SFT on its segments' responses (the feedback sits in
+    their prompts, so it is never a target)."""
     lp = response_logps(model, batch, chunk_size=config.logprob_chunk_size)
     mask = lp.response_mask
     if objective == "stable_alignment":
         nll, _, _ = sequence_nll(lp.token_logps, lp.token_mask)
         out = stable_alignment_loss(nll, ratings, mask, margin=config.margin, rating_scale=config.rating_scale,
                                     ratio=config.ratio, aggregate=config.aggregate)
-    elif objective == "sft":
+    elif objective in ("sft", "coh"):
         nll, _, _ = sequence_nll(lp.token_logps, lp.token_mask)
         out = sft_loss(nll, mask)
     elif objective == "dpo":
-        if lp.token_logps.shape[1] != 2 or not bool(mask.all()):
+        if batch.max_responses != 2 or set(batch.group_sizes) != {2}:  # host-side: no device sync
             raise ValueError("DPO batches must hold exactly two responses per group (chosen, rejected)")
         policy = lp.logp_sum
         out = dpo_loss(policy[:, 0], policy[:, 1], reference[:, 0], reference[:, 1],
                        beta=config.dpo_beta, label_smoothing=config.dpo_label_smoothing)
     elif objective == "sppo":
-        out = sppo_loss(lp.logp_sum, reference, sppo_win_rates(ratings, mask), mask, eta=config.sppo_eta)
+        win_rates = sppo_win_rates(ratings, mask, temperature=config.sppo_rating_temperature)
+        out = sppo_loss(lp.logp_sum, reference, win_rates, mask, eta=config.sppo_eta)
+    elif objective == "rrhf":
+        nll, _, logp_mean = sequence_nll(lp.token_logps, lp.token_mask)
+        out = rrhf_loss(logp_mean, nll, ratings, mask, rank_weight=config.rrhf_rank_weight)
     else:
         check_objective(objective)
         raise AssertionError("unreachable")

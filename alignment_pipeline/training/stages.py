@@ -25,6 +25,9 @@ class Checkpoint:
     parent: str | None  # kind whose checkpoint this one starts from; None: the base model
     description: str
     best_only: bool = False  # each prompt group reduced to its best-rated response
+    # Online RL against the reward model (training/rlhf.py, TRL): it depends on the reward_model asset, samples
+    # its own responses (the samples' prompts are all it needs) and runs in one process.
+    online: bool = False
 
 
 CHECKPOINTS: tuple[Checkpoint, ...] = (
@@ -38,6 +41,14 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
                "Baseline: SFT on the best-rated response of every prompt.", best_only=True),
     Checkpoint("dpo", "baseline", "dpo", "preference", None, "Baseline: DPO on (higher, lower)-rated pairs."),
     Checkpoint("sppo", "baseline", "sppo", "preference", None, "Baseline: SPPO with win rates from the ratings."),
+    Checkpoint("rlhf", "baseline", "rlhf", "preference", None,
+               "Baseline: RLHF, RLOO policy optimisation against a reward model trained on the rated pairs.",
+               online=True),
+    Checkpoint("rrhf", "baseline", "rrhf", "preference", None,
+               "Baseline: RRHF, a ranking loss on mean log-probs by rating plus SFT on the best response."),
+    Checkpoint("coh", "baseline", "coh", "preference", None,
+               "Baseline: Chain-of-Hindsight, SFT on responses after hindsight feedback, served after the positive "
+               "feedback."),
 )
 
 CHECKPOINT_KINDS: tuple[str, ...] = tuple(c.kind for c in CHECKPOINTS)
@@ -57,7 +68,7 @@ def sample_types(entry: Checkpoint, config: TrainingConfig) -> tuple[str, ...] |
     if entry.samples == "sft_source":
         return None if config.sft_baseline_source == "all" else ("imitation",)
     if entry.samples == "preference":
-        # Preference baselines rank responses by rating; self-critique ratings rate the draft, not the
-        # feedback, so by default those groups stay out (training.preference_baseline_types).
+        # Preference baselines rank responses by rating; self-critique ratings rate the draft, not the feedback,
+        # so by default those groups stay out (training.preference_baseline_types).
         return tuple(config.preference_baseline_types)
     return (entry.samples,)

@@ -9,8 +9,10 @@ newest one at the exact data position, so the step count and loss curve match an
 is used twice. A NaN/inf loss or gradient stops the stage with an error naming the step; the last good checkpoint
 is left untouched.
 
-Under torchrun the same function trains data-parallel (DDP, training/distributed.py): rank 0 alone writes and
-reports, with metrics summed over ranks.
+Under torchrun the same function trains data-parallel: DDP (training/distributed.py), or FSDP
+(training.strategy: fsdp, training/fsdp.py) for models whose weights and optimizer state do not fit one GPU.
+Rank 0 alone writes and reports, with metrics summed over ranks; every collective comes before rank 0's MLflow
+copy and registration, so no rank waits in one while rank 0 uploads.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from alignment_pipeline.tracking import (
 )
 from alignment_pipeline.training import checkpointing as ckpt
 from alignment_pipeline.training import distributed as dist_utils
+from alignment_pipeline.training import fsdp
 from alignment_pipeline.training.config import TrainingConfig
 from alignment_pipeline.training.data import (
     PromptGroup,
@@ -52,10 +55,17 @@ from alignment_pipeline.training.data import (
     samples_batches,
     tokenize_groups,
 )
-from alignment_pipeline.training.forward import PackedBatch, PackedLogps, pack_groups
-from alignment_pipeline.training.losses import LossOutput
+from alignment_pipeline.training.forward import (
+    PackedBatch,
+    PackedLogps,
+    disable_dropout,
+    model_attn_implementation,
+    pack_groups,
+)
+from alignment_pipeline.training.losses import LossOutput, read_outputs
 from alignment_pipeline.training.objectives import (
     NEEDS_REFERENCE,
+    OBJECTIVES,
     Objective,
     batch_ratings,
     check_objective,
@@ -63,7 +73,14 @@ from alignment_pipeline.training.objectives import (
     objective_loss,
     training_groups,
 )
-from alignment_pipeline.training.reference import compute_reference_logps, fingerprint, load_or_compute
+from alignment_pipeline.training.reference import (
+    compute_reference_logps,
+    fingerprint,
+    merge_shards,
+    read_cache,
+    shard_groups,
+    write_cache,
+)
 from alignment_pipeline.training.report import plot_loss_curve, registered_model_name
 from alignment_pipeline.training.runtime import (
     Runtime,
@@ -140,22 +157,27 @@ def train(request: TrainRequest) -> TrainResult:
     """Train as `request` says; save to `out_dir/model`, track in MLflow, register.
 
     Under torchrun (WORLD_SIZE > 1) every rank calls this with the same request: the model is wrapped in
-    DistributedDataParallel (the process group is created here unless the caller already did, and then kept
-    for later calls until the process exits), each rank takes every world_size-th batch of the same seeded
-    order, and one optimizer step consumes per_device_batch × grad_accum × world_size prompts. Rank 0 alone
-    writes checkpoints, the loss curve, the final model and the MLflow run, with metrics reduced over all
-    ranks; every rank returns a result once rank 0 has finished writing (other ranks' results carry no MLflow
-    run id).
+    DistributedDataParallel, or sharded with FSDP (training.strategy), the process group created here unless
+    the caller already did (and then kept for later calls until the process exits); each rank takes every
+    world_size-th batch of the same seeded order, and one optimizer step consumes per_device_batch ×
+    grad_accum × world_size prompts. Rank 0 alone writes the loss curve, the final model and the MLflow run
+    (and, under DDP, the checkpoints), with metrics reduced over all ranks. Every rank returns once the final
+    model is on disk; rank 0 then logs and registers it alone (other ranks' results carry no MLflow run id).
     """
     check_objective(request.objective)
     runtime = resolve_runtime(request.config.device, request.config.precision)
-    dist_utils.init_process_group(runtime, keep=True)  # a no-op with one process or when the caller made one
+    # a no-op with one process or when the caller made one
+    dist_utils.init_process_group(runtime, keep=True, timeout_s=request.config.distributed_timeout_s)
     t = _setup(request, runtime)
     with _open_run(t) if runtime.is_main else nullcontext() as run:
         if run:
             t.state.mlflow_run_id = run.info.run_id
         finished = train_loop(t, request.stop_after_steps)
-        metrics, registered = _finish(t, finished)
+        metrics = _finish(t, finished)
+        # The last collective: the others wait for rank 0's final model (bounded by distributed_timeout_s),
+        # never for the MLflow copy and registration, which rank 0 does alone after it.
+        dist_utils.barrier(runtime)
+        registered = _publish(t, finished, metrics) if runtime.is_main else None
     if run and not finished:  # marked as a kill would leave it; a resumed run reopens the same MLflow run
         end_run(request.home, t.state.mlflow_run_id, "KILLED")
     return _result(t, finished, metrics, registered)
@@ -175,23 +197,28 @@ def train_loop(t: _Training, stop_after_steps: int | None) -> bool:
             started = time.perf_counter()
             # Micro-steps: this rank's batches of the window, their gradients accumulated (and all-reduced).
             sums = dist_utils.StepSums(rt.world_size)
-            for micro in dist_utils.micro_steps([len(batches[i]) for i in window], rt):
+            done = []
+            for micro in dist_utils.micro_steps([len(batches[i]) for i in window], rt, lockstep=t.sharded):
                 b = window[micro.index]
                 with dist_utils.gradient_sync(t.forward_model, micro.sync):
                     out, batch = t.forward(batches[b], st.epoch)
-                    loss = float(out.loss.detach())
-                    if not math.isfinite(loss) and rt.world_size == 1:  # under DDP: after the all-reduce, below
-                        t.fail(f"loss is {loss}", f"batch {b}, groups {batches[b]}")
                     (out.loss * micro.loss_scale).backward()
-                sums.add(micro, out.metrics(), loss=loss, data_tokens=batch.data_tokens,
-                         packed_tokens=batch.packed_tokens, scored_tokens=batch.target.numel(),
-                         where=f"batch {b} groups {batches[b]} loss {loss}")
+                done.append((micro, b, out, batch.data_tokens, batch.packed_tokens, batch.target.numel()))
+            # The losses and metrics of the whole step come to the host in one transfer; a non-finite loss
+            # stops the step below, before the optimizer sees its gradients.
+            read_outputs([d[2] for d in done])
+            for micro, b, out, data_tokens, packed_tokens, scored_tokens in done:
+                metrics = out.metrics()
+                if not math.isfinite(metrics["loss"]) and rt.world_size == 1:  # under DDP: after the all-reduce
+                    t.fail(f"loss is {metrics['loss']}", f"batch {b}, groups {batches[b]}")
+                sums.add(micro, metrics, loss=metrics["loss"], data_tokens=data_tokens, packed_tokens=packed_tokens,
+                         scored_tokens=scored_tokens, where=f"batch {b} groups {batches[b]} loss {metrics['loss']}")
             sums = sums.reduce(rt)
             if sums.n_bad:  # every rank stops here together, before the optimizer step
                 here = "; here: " + ", ".join(sums.bad) if sums.bad else ""
                 t.fail(f"loss is not finite in {sums.n_bad} micro-batch(es)", f"window batches {window}{here}")
             # Clip, step; the scheduler then sets the next step's learning rate.
-            grad_norm = torch.nn.utils.clip_grad_norm_(t.params, cfg.max_grad_norm)
+            grad_norm = t.clip_gradients()
             if not torch.isfinite(grad_norm):
                 t.fail(f"gradient norm is {float(grad_norm)}", f"batch {window[-1]}, groups {batches[window[-1]]}")
             t.optimizer.step()
@@ -232,12 +259,13 @@ class _Training:
     reference: torch.Tensor | None  # DPO/SPPO: summed reference log-probs per group and response
     reference_seconds: float
     model: object  # the bare model: checkpoints, FLOP counts, the final save
-    forward_model: object  # what the forward runs through: the model, or its DDP wrapper (gradient all-reduce)
+    forward_model: object  # what the forward runs through: the model, its DDP wrapper or its FSDP root
     params: list
     optimizer: torch.optim.Optimizer
     scheduler: object
     total_steps: int
     state: ckpt.TrainState
+    sharded: bool = False  # FSDP: weights, gradients and optimizer state are split across the ranks
 
     def __post_init__(self) -> None:
         self.resume_root = self.request.out_dir / RESUME_DIR
@@ -281,15 +309,29 @@ class _Training:
         log.info("step %d/%d loss %.4f, %.0f tokens/s", self.state.step, self.total_steps,
                  record.get("train/loss", float("nan")), record["perf/tokens_per_s"])
 
+    def clip_gradients(self) -> torch.Tensor:
+        """Clip to max_grad_norm; the global norm before clipping."""
+        if self.sharded:
+            return fsdp.clip_grad_norm(self.params, self.request.config.max_grad_norm)
+        return torch.nn.utils.clip_grad_norm_(self.params, self.request.config.max_grad_norm)
+
     def save(self, record: dict) -> None:
-        """Rank 0 writes the checkpoint (weights and optimizer state are the same on every rank); every rank's
-        RNG state goes with it."""
-        rt = self.runtime
+        """A resumable checkpoint with every rank's RNG state. DDP: rank 0 writes it (weights and optimizer
+        state are the same on every rank); FSDP: every rank writes its shards (training/fsdp.py)."""
+        rt, keep = self.runtime, self.request.config.keep_checkpoints
         rngs = dist_utils.gather_to_main(ckpt.rng_state(), rt) if rt.world_size > 1 else None
-        if not rt.is_main:
+        saved = None
+        if self.sharded:
+            saved = fsdp.save_checkpoint(self.resume_root, self.forward_model, self.optimizer, self.tokenizer,
+                                         self.scheduler, self.state, rt, keep=keep, rng_per_rank=rngs)
+        elif rt.is_main:
+            saved = ckpt.save_checkpoint(self.resume_root, self.model, self.tokenizer, self.optimizer,
+                                         self.scheduler, self.state, keep=keep, rng_per_rank=rngs)
+        # The others wait for rank 0's write here, bounded by distributed_timeout_s, not inside the next
+        # step's first collective.
+        dist_utils.barrier(rt)
+        if not saved:
             return
-        saved = ckpt.save_checkpoint(self.resume_root, self.model, self.tokenizer, self.optimizer, self.scheduler,
-                                     self.state, keep=self.request.config.keep_checkpoints, rng_per_rank=rngs)
         log.info("step %d/%d loss %.4f; checkpoint %s", self.state.step, self.total_steps,
                  record.get("train/loss", float("nan")), saved)
 
@@ -309,6 +351,9 @@ def _setup(request: TrainRequest, runtime: Runtime) -> _Training:
     and schedule, and the state to start from: fresh, or the newest checkpoint's when resuming."""
     cfg, out_dir = request.config, request.out_dir
     resume_root = out_dir / RESUME_DIR
+    sharded = cfg.strategy == "fsdp" and runtime.world_size > 1
+    if sharded and cfg.lora:
+        raise ValueError("training.strategy fsdp does not train LoRA adapters; use ddp for lora: true")
     data = training_groups(request.groups, request.objective, cfg)
     if not data:
         raise ValueError(f"objective {request.objective!r} has no training data ({len(request.groups)} groups given"
@@ -332,18 +377,29 @@ def _setup(request: TrainRequest, runtime: Runtime) -> _Training:
     tokenized = tokenize_groups(tokenizer, data, max_length=cfg.max_length, min_prompt_tokens=cfg.min_prompt_tokens)
     _seed_everything(cfg.seed)
 
+    if latest is not None and fsdp.is_sharded_checkpoint(latest) != sharded:
+        held = "sharded (fsdp)" if not sharded else "full (ddp or one process)"
+        raise ValueError(f"cannot resume from {latest}: it holds {held} state, and this run uses training.strategy "
+                         f"{cfg.strategy} on {runtime.world_size} process(es); resume as it was written or pass "
+                         "resume=False")
     model, reference, reference_seconds = _model_and_reference(request, runtime, base_path, latest, tokenizer,
-                                                               tokenized)
-    # The forward goes through the DDP wrapper (training/forward.py: PackedLogps) so gradients are all-reduced.
-    forward_model = dist_utils.wrap_ddp(PackedLogps(model), runtime) if runtime.world_size > 1 else model
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler, total_steps = _optimizer(params, len(tokenized), cfg, runtime)
-    state = _start_state(latest, _run_fingerprint(request.objective, base_path, tokenized, cfg, total_steps,
-                                                  runtime.world_size), optimizer, scheduler, runtime)
+                                                               tokenized, sharded)
+    # The forward goes through the DDP wrapper or the FSDP root (training/forward.py: PackedLogps), whose
+    # backward reduces the gradients across ranks.
+    if sharded:
+        forward_model = fsdp.shard_model(model, runtime)
+    else:
+        forward_model = dist_utils.wrap_ddp(PackedLogps(model), runtime) if runtime.world_size > 1 else model
+    params = [p for p in model.parameters() if p.requires_grad]  # sharded DTensors under FSDP
+    optimizer, scheduler, total_steps = _optimizer(params, len(tokenized), cfg, runtime, request.objective)
+    settings = _result_settings(cfg, request.objective, runtime.world_size)
+    run_fingerprint = _run_fingerprint(request.objective, base_path, tokenized, settings, total_steps)
+    state = _start_state(latest, run_fingerprint, settings, optimizer, scheduler, runtime,
+                         sharded_root=forward_model if sharded else None)
     return _Training(request=request, runtime=runtime, base_path=base_path, tokenizer=tokenizer, groups=tokenized,
                      reference=reference, reference_seconds=reference_seconds, model=model,
                      forward_model=forward_model, params=params, optimizer=optimizer, scheduler=scheduler,
-                     total_steps=total_steps, state=state)
+                     total_steps=total_steps, state=state, sharded=sharded)
 
 
 def resolve_base_model(base_model: str, home: HomeLayout) -> str:
@@ -357,8 +413,11 @@ def load_model(path: str | Path, config: TrainingConfig, runtime: Runtime, *, tr
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32,
-                                                 attn_implementation=config.attn_implementation)
+                                                 attn_implementation=model_attn_implementation(
+                                                     config.attn_implementation, runtime.device))
     model.config.use_cache = False
+    if config.disable_dropout:
+        disable_dropout(model)
     model.to(runtime.device)
     if trainable and config.gradient_checkpointing:
         # newer transformers renamed it (the old name warns); older releases only have the old one
@@ -376,21 +435,22 @@ def _seed_everything(seed: int) -> None:
 
 
 def _model_and_reference(request: TrainRequest, runtime: Runtime, base_path: str, latest: Path | None, tokenizer,
-                         tokenized: list[TokenizedGroup]) -> tuple[object, torch.Tensor | None, float]:
+                         tokenized: list[TokenizedGroup], sharded: bool = False
+                         ) -> tuple[object, torch.Tensor | None, float]:
     """The model to train, in training mode, and (DPO/SPPO) the reference log-probs with the seconds spent
     computing them now. The reference comes from the base model, before any update (never from resumed
-    weights): rank 0 computes and caches it; the other ranks read the cache."""
+    weights). Resumed weights: the checkpoint's model (DDP), or the base model that the sharded state is
+    loaded into after sharding (FSDP: _start_state)."""
     cfg = request.config
     model = reference = None
     reference_seconds = 0.0
-    with dist_utils.main_first(runtime):
-        if request.objective in NEEDS_REFERENCE:
-            if latest is None:  # the model to train is the base model: it serves as the reference first
-                model = load_model(base_path, cfg, runtime)
-            reference, reference_seconds = _reference(model, tokenized, base_path, request.out_dir, tokenizer, cfg,
-                                                      runtime)
+    if request.objective in NEEDS_REFERENCE:
+        if latest is None:  # the model to train is the base model: it serves as the reference first
+            model = load_model(base_path, cfg, runtime)
+        reference, reference_seconds = _reference(model, tokenized, base_path, request.out_dir, tokenizer, cfg,
+                                                  runtime)
     if model is None:
-        model = load_model(base_path if (cfg.lora or latest is None) else latest, cfg, runtime)
+        model = load_model(base_path if (cfg.lora or latest is None or sharded) else latest, cfg, runtime)
     if cfg.lora:
         model = _wrap_lora(model, cfg, latest)
     model.train()
@@ -409,32 +469,36 @@ def _wrap_lora(model, config: TrainingConfig, adapter_dir: Path | None = None):
 
 def _reference(model, tokenized: list[TokenizedGroup], base_path: str, out_dir: Path, tokenizer,
                config: TrainingConfig, runtime: Runtime) -> tuple[torch.Tensor, float]:
-    """The cached reference log-probs, and the seconds spent computing them now (0 when read back)."""
-    spent = [0.0]
+    """The cached reference log-probs, and the seconds spent computing them now (0 when read back).
 
-    def compute() -> torch.Tensor:
-        started = time.perf_counter()
-        ref_model = model if model is not None else load_model(base_path, config, runtime, trainable=False)
-        try:
-            return compute_reference_logps(ref_model, tokenized, pad_id=tokenizer.pad_token_id,
-                                           device=runtime.device, batch_size=config.per_device_batch * 2,
-                                           autocast=runtime.autocast_factory(),
-                                           chunk_size=config.logprob_chunk_size)
-        finally:
-            synchronize(runtime)
-            spent[0] = time.perf_counter() - started
-            if model is None:
-                del ref_model
+    Rank 0 reads the cache and shares it. Without one, every rank computes its share of the groups and the
+    shares are gathered to every rank (rank 0 then writes the cache): no rank waits in a collective while
+    another runs the whole pass."""
+    cache, key = out_dir / "reference_logps.pt", fingerprint(base_path, tokenized)
+    cached = dist_utils.broadcast_object(read_cache(cache, key) if runtime.is_main else None, runtime)
+    if cached is not None:
+        return cached, 0.0
+    started = time.perf_counter()
+    ref_model = model if model is not None else load_model(base_path, config, runtime, trainable=False)
+    mine = shard_groups(tokenized, runtime.rank, runtime.world_size)
+    logps = compute_reference_logps(ref_model, mine, pad_id=tokenizer.pad_token_id, device=runtime.device,
+                                    batch_size=config.per_device_batch * 2, autocast=runtime.autocast_factory(),
+                                    chunk_size=config.logprob_chunk_size, n_rows=len(tokenized))
+    del ref_model
+    indices = [g.index for g in mine]
+    logps = merge_shards(dist_utils.all_gather((indices, logps[indices]), runtime), len(tokenized))
+    synchronize(runtime)
+    if runtime.is_main:
+        write_cache(cache, key, logps)
+    return logps, time.perf_counter() - started
 
-    logps = load_or_compute(out_dir / "reference_logps.pt", fingerprint(base_path, tokenized), compute)
-    return logps, spent[0]
 
-
-def _optimizer(params: list, n_groups: int, config: TrainingConfig, runtime: Runtime):
-    """AdamW and its learning-rate schedule over the stage's optimizer steps (also returned)."""
+def _optimizer(params: list, n_groups: int, config: TrainingConfig, runtime: Runtime, objective: str):
+    """AdamW at the objective's peak learning rate, and its schedule over the stage's optimizer steps (also
+    returned)."""
     from transformers import get_scheduler
 
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay,
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate_for(objective), weight_decay=config.weight_decay,
                                   fused=runtime.cuda)
     n_batches = math.ceil(n_groups / config.per_device_batch)
     steps_per_epoch = math.ceil(n_batches / (config.grad_accum * runtime.world_size))
@@ -447,34 +511,55 @@ def _optimizer(params: list, n_groups: int, config: TrainingConfig, runtime: Run
     return optimizer, scheduler, total_steps
 
 
-def _start_state(latest: Path | None, run_fingerprint: str, optimizer, scheduler, runtime: Runtime
-                 ) -> ckpt.TrainState:
-    """A fresh state, or the checkpoint's: its optimizer, schedule and RNG states loaded, its data position and
-    history continued."""
+def _start_state(latest: Path | None, run_fingerprint: str, settings: dict, optimizer, scheduler,
+                 runtime: Runtime, *, sharded_root=None) -> ckpt.TrainState:
+    """A fresh state, or the checkpoint's: its optimizer (with the weights too under FSDP: `sharded_root`),
+    schedule and RNG states loaded, its data position and history continued. A checkpoint written with other
+    result-deciding settings is refused, naming them."""
     if latest is None:
-        return ckpt.TrainState(fingerprint=run_fingerprint)
+        return ckpt.TrainState(fingerprint=run_fingerprint, settings=settings)
     saved = ckpt.load_trainer_state(latest)
+    before = saved["state"].get("settings") or {}
+    changed = [f"{k}: {before[k]!r} -> {settings.get(k)!r}" for k in sorted(before) if before[k] != settings.get(k)]
+    changed += [f"{k}: (unset) -> {settings[k]!r}" for k in sorted(set(settings) - set(before)) if before]
+    if changed:
+        raise ValueError(f"cannot resume from {latest}: settings that change the result differ from the saved "
+                         f"run's ({'; '.join(changed)}); restore them, or pass resume=False to start afresh")
     if saved["state"].get("fingerprint") != run_fingerprint:
         raise ValueError(f"cannot resume from {latest}: it was written for a different objective, base model, "
                          "data or batching; pass resume=False to start this stage afresh")
-    optimizer.load_state_dict(saved["optimizer"])
+    if sharded_root is not None:
+        fsdp.load_checkpoint(latest, sharded_root, optimizer)
+    else:
+        optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     ckpt.set_rng_state(ckpt.rng_for_rank(saved, runtime.rank, runtime.world_size))
     return ckpt.TrainState(**saved["state"])
 
 
-# Settings that decide what each optimizer step sees; the rest (saving, logging) may change across a resume.
-_ORDER_FIELDS = ("learning_rate", "epochs", "per_device_batch", "grad_accum", "max_length", "min_prompt_tokens",
-                 "num_responses", "seed", "lr_scheduler", "warmup_ratio", "max_steps", "dpo_pairs", "lora")
+# Settings that only say how a run is executed, kept or shown: they may change across a resume. Every other
+# training setting decides the result (a new one is covered without being listed). The base model is the
+# resolved path in the fingerprint; nproc_per_node counts only through grad_accum × world size.
+_FREE_FIELDS = frozenset({"base_model", "device", "gradient_checkpointing", "logprob_chunk_size",
+                          "attn_implementation", "peak_tflops", "nproc_per_node", "master_port", "strategy",
+                          "distributed_timeout_s", "save_every", "keep_checkpoints", "log_every", "register_model"})
 
 
-def _run_fingerprint(objective: str, base_path: str, tokenized: list[TokenizedGroup], config: TrainingConfig,
-                     total_steps: int, world_size: int = 1) -> str:
-    order = {k: getattr(config, k) for k in _ORDER_FIELDS}
+def _result_settings(config: TrainingConfig, objective: str, world_size: int = 1) -> dict:
+    """The settings that decide what `objective` trains to, by name. Fields of another objective
+    (`<objective>_...`) are left out: they change nothing here."""
+    others = tuple(f"{o}_" for o in OBJECTIVES if o != objective)
+    settings = {k: v for k, v in config.model_dump(mode="json").items()
+                if k not in _FREE_FIELDS and not k.startswith(others)}
     # A step sees grad_accum × world_size batches of one global order: only that product decides the data, so a
     # checkpoint resumes on another process count with the same effective batch.
-    order["grad_accum"] = config.grad_accum * world_size
-    digest = hashlib.sha256(json.dumps([objective, base_path, total_steps, order]).encode())
+    settings["grad_accum"] = config.grad_accum * world_size
+    return settings
+
+
+def _run_fingerprint(objective: str, base_path: str, tokenized: list[TokenizedGroup], settings: dict,
+                     total_steps: int) -> str:
+    digest = hashlib.sha256(json.dumps([objective, base_path, total_steps, settings], sort_keys=True).encode())
     for g in tokenized:
         digest.update(json.dumps([g.prompt_ids, g.response_ids, g.ratings]).encode())
     return digest.hexdigest()
@@ -496,38 +581,48 @@ def _open_run(t: _Training):
 
 # -- finish ----------------------------------------------------------------------------------------------------
 
-def _finish(t: _Training, finished: bool) -> tuple[dict, str | None]:
-    """Inside the stage's run: the summary metrics and (rank 0) the loss curve; when the stage finished, the
-    final model, its outputs logged and the model registered. Returns the metrics and the registered model."""
-    r, st = t.request, t.state
-    metrics = _summary(st, t.runtime)
+def _finish(t: _Training, finished: bool) -> dict:
+    """Every rank: the summary metrics (reduced over ranks) and, when the stage finished, the final model
+    written by rank 0 (under FSDP gathered from every rank's shards first). The collectives of the stage end
+    here."""
+    r, rt = t.request, t.runtime
+    metrics = _summary(t.state, rt)
     # Reference pass time (plus loading the base model when it was needed for that alone).
     metrics["reference_seconds"] = round(t.reference_seconds, 3)
-    if not t.runtime.is_main:
-        return metrics, None
+    if finished:
+        weights = fsdp.full_state_dict(t.forward_model, rt) if t.sharded else None
+        if rt.is_main:
+            _save_final(t.model, t.tokenizer, r.out_dir, r.config, r.objective, state_dict=weights)
+    return metrics
+
+
+def _publish(t: _Training, finished: bool, metrics: dict) -> str | None:
+    """Rank 0, inside the stage's run and after the last collective: the loss curve; when the stage
+    finished, its outputs logged and the final model registered (returned as name/version)."""
+    r, st = t.request, t.state
     png = plot_loss_curve(st.history, r.out_dir / LOSS_CURVE, title=f"{r.run_name} ({r.objective})")
     if not finished:
         set_tag("interrupted_at_step", str(st.step))
-        return metrics, None
-    final = _save_final(t.model, t.tokenizer, r.out_dir, r.config)
+        return None
+    final = r.out_dir / MODEL_DIR
     log_metrics({f"final/{k}": float(v) for k, v in metrics.items() if _is_number(v)})
     log_artifact(png)
     log_text(json.dumps(st.consumed), "batches_consumed.json")
     if not r.config.register_model:
-        return metrics, None
-    return metrics, log_and_register(
+        return None
+    return log_and_register(
         final, run_id=st.mlflow_run_id, name=registered_model_name(r.run_name),
         tags={"samples_batches": ",".join(t.samples_batches), "objective": r.objective,
               "base_model": r.base_model, "steps": str(st.step)})
 
 
 def _result(t: _Training, finished: bool, metrics: dict, registered: str | None) -> TrainResult:
-    """Every rank's result, once rank 0 has finished writing. A finished stage leaves its result and batch log
-    beside the model and drops its optimizer state; a stopped one points at its newest checkpoint."""
+    """Every rank's result (the final model or rank 0's last checkpoint is on disk: `train` waited for it).
+    A finished stage leaves its result and batch log beside the model and drops its optimizer state; a stopped
+    one points at its newest checkpoint."""
     r, st, main = t.request, t.state, t.runtime.is_main
     png = r.out_dir / LOSS_CURVE
     if not finished:
-        dist_utils.barrier(t.runtime)  # rank 0's last checkpoint is complete before anyone looks for it
         last = ckpt.latest_checkpoint(t.resume_root)
         return TrainResult(checkpoint_path=last or t.resume_root, mlflow_run_id=st.mlflow_run_id or "",
                            metrics=metrics, loss_curve_png=png, steps=st.step, completed=False,
@@ -539,17 +634,22 @@ def _result(t: _Training, finished: bool, metrics: dict, registered: str | None)
         (r.out_dir / RESULT_FILE).write_text(json.dumps(result.metadata(), indent=2, default=str))
         (r.out_dir / "batches_consumed.json").write_text(json.dumps(st.consumed))
         shutil.rmtree(t.resume_root, ignore_errors=True)  # the stage is done; the optimizer state is not needed
-    dist_utils.barrier(t.runtime)  # every rank returns once the final model and result are on disk
     return result
 
 
-def _save_final(model, tokenizer, out_dir: Path, config: TrainingConfig) -> Path:
+def _save_final(model, tokenizer, out_dir: Path, config: TrainingConfig, objective: str = "",
+                state_dict: dict | None = None) -> Path:
+    """The final Hugging Face checkpoint; `state_dict`: the full weights gathered from FSDP shards."""
     final = out_dir / MODEL_DIR
     tmp = out_dir / f".tmp-{MODEL_DIR}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     to_save = model.merge_and_unload() if config.lora else model
-    to_save.save_pretrained(tmp)
+    to_save.save_pretrained(tmp, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
+    if objective == "coh":  # served after its positive feedback, as Chain-of-Hindsight conditions it
+        from alignment_pipeline.training.hindsight import condition_saved_tokenizer
+
+        condition_saved_tokenizer(tmp, config.coh_positive_feedback)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
