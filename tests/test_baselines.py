@@ -45,7 +45,9 @@ def test_learning_rates_are_settings_and_one_rate_overrides_them_all():
     config = TrainingConfig.model_validate({"dpo_learning_rate": 1e-6})
     assert config.learning_rate_for("dpo") == 1e-6 and config.learning_rate_for("sppo") == 5e-7
     everyone = TrainingConfig(learning_rate=3e-3)
-    assert {everyone.learning_rate_for(o) for o in ("stable_alignment", "sft", "dpo", "sppo", "rrhf", "coh")} == {3e-3}
+    assert {everyone.learning_rate_for(o) for o in ("stable_alignment", "sft", "dpo", "sppo", "rrhf", "coh",
+                                                     "rlhf")} == {3e-3}
+    assert config.learning_rate_for("rlhf") == 1e-6  # TRL RLOO's default, in the rlhf section
     with pytest.raises(ValueError, match="unknown objective 'ppo'"):
         config.learning_rate_for("ppo")
 

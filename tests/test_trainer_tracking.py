@@ -46,6 +46,7 @@ def test_stage_is_tracked_and_registered(home, tmp_path):
     assert run.data.tags["mlflow.parentRunId"] == parent_id and run.data.tags["dagster_run_id"] == "abc"
     params = run.data.params
     assert params["objective"] == "stable_alignment" and params["learning_rate"] == "0.003"
+    assert params["peak_learning_rate"] == "0.003"  # the rate it trained at, whichever setting gave it
     assert params["samples_batches"] == "batch-7" and params["margin"] == "1.0"
     steps = 16 // 4
     for name in ("train/loss", "train/sft", "train/hinge", "train/active_margin_share", "train/lr",

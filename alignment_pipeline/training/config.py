@@ -179,9 +179,13 @@ class TrainingConfig(StrictModel):
     def learning_rate_for(self, objective: str) -> float:
         """The peak learning rate `objective` trains at: `learning_rate` when set, else the objective's own."""
         field = f"{objective}_learning_rate"
-        if field not in type(self).model_fields:
+        if objective == "rlhf":  # its own section holds its settings
+            own = self.rlhf.learning_rate
+        elif field in type(self).model_fields:
+            own = getattr(self, field)
+        else:
             raise ValueError(f"unknown objective {objective!r}: no training.{field}")
-        return self.learning_rate if self.learning_rate is not None else getattr(self, field)
+        return self.learning_rate if self.learning_rate is not None else own
 
     @field_validator("base_model")
     @classmethod

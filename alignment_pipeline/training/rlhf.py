@@ -25,6 +25,7 @@ from alignment_pipeline.llm.prompt_format import Prompt, prompt_format
 from alignment_pipeline.paths import HomeLayout
 from alignment_pipeline.training.config import TrainingConfig
 from alignment_pipeline.training.data import PromptGroup, samples_batches, special_prefix
+from alignment_pipeline.training.forward import model_attn_implementation
 from alignment_pipeline.training.trainer import TrainResult
 
 log = logging.getLogger(__name__)
@@ -116,12 +117,15 @@ def train_rlhf(groups: Sequence[PromptGroup], *, reward_model_path: str | Path, 
     args = RLOOConfig(
         output_dir=str(work), per_device_train_batch_size=rl.prompts_per_step * rl.num_generations,
         num_generations=rl.num_generations, max_completion_length=rl.max_completion_length,
-        temperature=rl.temperature, beta=rl.kl_beta, epsilon=rl.clip_epsilon, learning_rate=rl.learning_rate,
+        temperature=rl.temperature, beta=rl.kl_beta, epsilon=rl.clip_epsilon,
+        learning_rate=config.learning_rate_for("rlhf"),
         num_train_epochs=config.epochs, max_steps=config.max_steps or -1, gradient_accumulation_steps=config.grad_accum,
         lr_scheduler_type=config.lr_scheduler, weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
         seed=config.seed, data_seed=config.seed, bf16=runtime.bf16, use_cpu=runtime.device.type == "cpu",
         gradient_checkpointing=config.gradient_checkpointing,  # TRL's default is on; the training config decides
-        model_init_kwargs={"dtype": torch.float32, "attn_implementation": config.attn_implementation},
+        model_init_kwargs={"dtype": torch.float32,
+                           "attn_implementation": model_attn_implementation(config.attn_implementation,
+                                                                            runtime.device)},
         logging_steps=config.log_every, save_strategy="no", report_to="none", disable_tqdm=True,
     )
     scorer = RewardScorer(reward_model_path, device=str(runtime.device), max_length=config.max_length,

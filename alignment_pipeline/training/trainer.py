@@ -574,7 +574,8 @@ def _open_run(t: _Training):
               "device": str(rt.device), "bf16": rt.bf16, "samples_batches": ",".join(t.samples_batches),
               "world_size": rt.world_size, "effective_batch": cfg.per_device_batch * cfg.grad_accum * rt.world_size,
               "n_params": sum(p.numel() for p in t.model.parameters()),
-              "n_trainable_params": sum(p.numel() for p in t.params), **cfg.model_dump()}
+              "n_trainable_params": sum(p.numel() for p in t.params), **cfg.model_dump(),
+              "peak_learning_rate": cfg.learning_rate_for(r.objective)}  # `learning_rate` is null unless overridden
     return stage_run(r.home, r.run_name, run_id=t.state.mlflow_run_id, parent_run_id=r.parent_run_id, tags=r.tags,
                      params=params)
 
