@@ -7,6 +7,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -144,3 +145,26 @@ def _fsync_dir(path: Path) -> None:
         pass  # some filesystems refuse fsync on directories; the rename is still atomic
     finally:
         os.close(fd)
+
+
+#: the final Hugging Face checkpoint's directory under a stage's out_dir
+MODEL_DIR = "model"
+
+
+def save_final_model(model, tokenizer, out_dir: Path, *, state_dict: dict | None = None,
+                     finish: Callable[[Path], None] | None = None) -> Path:
+    """Write `out_dir/model` (weights + tokenizer) through a temporary directory, so a crash never leaves a half
+    written model where the next stage or the benchmarks look. `finish(tmp)` edits the files before they move in;
+    `state_dict`: full weights gathered from FSDP shards."""
+    final = out_dir / MODEL_DIR
+    tmp = out_dir / f".tmp-{MODEL_DIR}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, state_dict=state_dict)
+    tokenizer.save_pretrained(tmp)
+    if finish is not None:
+        finish(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+

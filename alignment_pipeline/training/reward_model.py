@@ -23,6 +23,7 @@ import torch
 
 from alignment_pipeline.llm.prompt_format import Prompt, prompt_format
 from alignment_pipeline.paths import HomeLayout
+from alignment_pipeline.training.checkpointing import save_final_model
 from alignment_pipeline.training.config import TrainingConfig
 from alignment_pipeline.training.data import PromptGroup, samples_batches, special_prefix, tokenize_group
 from alignment_pipeline.training.losses import length_balanced_pairs
@@ -32,7 +33,6 @@ from alignment_pipeline.warehouse.db import Warehouse, insert_frame
 log = logging.getLogger(__name__)
 
 NAME = "reward_model"
-MODEL_DIR = "model"
 
 
 # -- data ---------------------------------------------------------------------------------------------------------
@@ -294,7 +294,7 @@ def train_reward_model(groups: Sequence[PromptGroup], *, config: TrainingConfig,
         metrics["steps"] = trainer.state.global_step
         metrics["train_loss"] = next((e["train_loss"] for e in reversed(trainer.state.log_history)
                                       if "train_loss" in e), None)
-        final = _save(model, tokenizer, out_dir)
+        final = save_final_model(model, tokenizer, out_dir)
         shutil.rmtree(work, ignore_errors=True)
         tracking.log_metrics({f"final/{k}": float(v) for k, v in metrics.items()
                               if isinstance(v, (int, float)) and v is not None})
@@ -308,18 +308,6 @@ def train_reward_model(groups: Sequence[PromptGroup], *, config: TrainingConfig,
 
 def _prefixed(prefix: str, values: dict) -> dict:
     return {f"{prefix}_{k}": v for k, v in values.items()}
-
-
-def _save(model, tokenizer, out_dir: Path) -> Path:
-    final = out_dir / MODEL_DIR
-    tmp = out_dir / f".tmp-{MODEL_DIR}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    return final
 
 
 # -- warehouse ----------------------------------------------------------------------------------------------------

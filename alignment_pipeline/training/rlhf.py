@@ -23,6 +23,7 @@ import torch
 
 from alignment_pipeline.llm.prompt_format import Prompt, prompt_format
 from alignment_pipeline.paths import HomeLayout
+from alignment_pipeline.training.checkpointing import save_final_model
 from alignment_pipeline.training.config import TrainingConfig
 from alignment_pipeline.training.data import PromptGroup, samples_batches, special_prefix
 from alignment_pipeline.training.forward import model_attn_implementation
@@ -31,7 +32,6 @@ from alignment_pipeline.training.trainer import TrainResult
 log = logging.getLogger(__name__)
 
 OBJECTIVE = "rlhf"
-MODEL_DIR = "model"
 RESULT_FILE = "result.json"
 
 
@@ -154,7 +154,7 @@ def train_rlhf(groups: Sequence[PromptGroup], *, reward_model_path: str | Path, 
                    "completion_length_last": last.get("completions/mean_length"),
                    "train_loss": next((e["train_loss"] for e in reversed(trainer.state.log_history)
                                        if "train_loss" in e), None)}
-        final = _save(trainer.model, tokenizer, out_dir)
+        final = save_final_model(trainer.model, tokenizer, out_dir)
         png = plot_loss_curve([{"step": e["step"], "train/loss": e["loss"]} for e in history],
                               out_dir / "loss_curve.png", title=f"{run_name} (RLOO)")
         tracking.log_metrics({f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
@@ -188,18 +188,6 @@ def train_rlhf_stage(warehouse, groups: Sequence[PromptGroup], *, base_model: st
     return train_rlhf(groups, reward_model_path=row["path"], base_model=base_model, config=config, home=home,
                       out_dir=out_dir, run_name=run_name, parent_run_id=parent_run_id,
                       tags={**(tags or {}), "reward_model_run": row["mlflow_run_id"] or ""})
-
-
-def _save(model, tokenizer, out_dir: Path) -> Path:
-    final = out_dir / MODEL_DIR
-    tmp = out_dir / f".tmp-{MODEL_DIR}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    return final
 
 
 def sample_completions(model_path: str | Path, prompts: Sequence[Prompt], scorer, *, max_new_tokens: int = 64,

@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import time
@@ -93,7 +92,6 @@ from alignment_pipeline.training.runtime import (
     training_flops,
 )
 
-MODEL_DIR = "model"
 RESUME_DIR = "resume"
 RESULT_FILE = "train_result.json"
 LOSS_CURVE = "loss_curve.png"
@@ -605,7 +603,7 @@ def _publish(t: _Training, finished: bool, metrics: dict) -> str | None:
     if not finished:
         set_tag("interrupted_at_step", str(st.step))
         return None
-    final = r.out_dir / MODEL_DIR
+    final = r.out_dir / ckpt.MODEL_DIR
     log_metrics({f"final/{k}": float(v) for k, v in metrics.items() if _is_number(v)})
     log_artifact(png)
     log_text(json.dumps(st.consumed), "batches_consumed.json")
@@ -628,7 +626,7 @@ def _result(t: _Training, finished: bool, metrics: dict, registered: str | None)
         return TrainResult(checkpoint_path=last or t.resume_root, mlflow_run_id=st.mlflow_run_id or "",
                            metrics=metrics, loss_curve_png=png, steps=st.step, completed=False,
                            samples_batches=t.samples_batches)
-    result = TrainResult(checkpoint_path=r.out_dir / MODEL_DIR, mlflow_run_id=(st.mlflow_run_id or "") if main else "",
+    result = TrainResult(checkpoint_path=r.out_dir / ckpt.MODEL_DIR, mlflow_run_id=(st.mlflow_run_id or "") if main else "",
                          metrics=metrics, loss_curve_png=png, steps=st.step, registered_model=registered,
                          samples_batches=t.samples_batches)
     if main:
@@ -641,20 +639,14 @@ def _result(t: _Training, finished: bool, metrics: dict, registered: str | None)
 def _save_final(model, tokenizer, out_dir: Path, config: TrainingConfig, objective: str = "",
                 state_dict: dict | None = None) -> Path:
     """The final Hugging Face checkpoint; `state_dict`: the full weights gathered from FSDP shards."""
-    final = out_dir / MODEL_DIR
-    tmp = out_dir / f".tmp-{MODEL_DIR}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    to_save = model.merge_and_unload() if config.lora else model
-    to_save.save_pretrained(tmp, state_dict=state_dict)
-    tokenizer.save_pretrained(tmp)
+    finish = None
     if objective == "coh":  # served after its positive feedback, as Chain-of-Hindsight conditions it
         from alignment_pipeline.training.hindsight import condition_saved_tokenizer
 
-        condition_saved_tokenizer(tmp, config.coh_positive_feedback)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
+        def finish(tmp: Path) -> None:
+            condition_saved_tokenizer(tmp, config.coh_positive_feedback)
+    to_save = model.merge_and_unload() if config.lora else model
+    return ckpt.save_final_model(to_save, tokenizer, out_dir, state_dict=state_dict, finish=finish)
 
 
 def _summary(state: ckpt.TrainState, runtime: Runtime) -> dict:
