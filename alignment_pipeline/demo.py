@@ -328,7 +328,7 @@ def _run_demo(pipeline: PipelineResource, *, report: Callable[[str], None], log_
                                   error="" if ok else run_errors(result))
         outcome.seconds = round(time.monotonic() - started, 1)
         summary.steps.append(outcome)
-        try:  # the curriculum parent run of a training run, which no step ends
+        try:  # runs a killed step left RUNNING
             summary.ended += end_stale_mlflow_runs(instance, layout)
         except Exception as exc:  # reported; the next demo start tries again
             report(f"could not end the MLflow runs of finished Dagster runs: {_exception_text(exc)}")
