@@ -163,6 +163,15 @@ def log_metrics(metrics: Mapping[str, float], *, step: int | None = None) -> Non
     mlflow.log_metrics(dict(metrics), step=step)
 
 
+def log_trainer_history(log_history: list[dict]) -> float | None:
+    """A Hugging Face / TRL trainer's `state.log_history` on the active run (numbers as `train/<key>` at their step);
+    returns the run's final `train_loss` (None when it logged none)."""
+    for entry in log_history:
+        log_metrics({f"train/{k}": float(v) for k, v in entry.items() if k != "step" and isinstance(v, (int, float))},
+                    step=int(entry.get("step", 0)))
+    return next((e["train_loss"] for e in reversed(log_history) if "train_loss" in e), None)
+
+
 def log_artifact(path: Path) -> None:
     import mlflow
 

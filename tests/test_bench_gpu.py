@@ -8,7 +8,6 @@ import json
 import pytest
 
 from alignment_pipeline.bench.gpu import CASES, REPORT_JSON, REPORT_MD, STATUSES, run_gpu_bench
-from alignment_pipeline.training.config import TrainingConfig
 
 
 def _cases(report_dir) -> dict:
@@ -39,11 +38,9 @@ def test_dry_run_measures_or_explains_every_case(tmp_path):
     sandbox = cases["sandbox"]
     assert sandbox["status"] == "measured", sandbox["reason"]
     assert sandbox["figures"]["batched_s"] > 0 and sandbox["figures"]["sequential_s"] > 0
-    if "strategy" not in TrainingConfig.model_fields:
-        assert cases["fsdp"]["status"] == "skipped" and "strategy" in cases["fsdp"]["reason"]
-    else:  # two CPU processes sharding the tiny model
-        assert cases["fsdp"]["status"] == "measured", cases["fsdp"]["reason"]
-        assert cases["fsdp"]["figures"]["nproc"] == 2 and cases["fsdp"]["figures"]["spec"]["strategy"] == "fsdp"
+    # two CPU processes sharding the tiny model
+    assert cases["fsdp"]["status"] == "measured", cases["fsdp"]["reason"]
+    assert cases["fsdp"]["figures"]["nproc"] == 2 and cases["fsdp"]["figures"]["spec"]["strategy"] == "fsdp"
     markdown = (out / REPORT_MD).read_text()
     assert "dry run" in markdown and all(f"| {name} |" in markdown for name in CASES)
 

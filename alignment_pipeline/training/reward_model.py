@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import torch
 
@@ -114,13 +115,10 @@ def length_bias(chosen_len: Sequence[int], rejected_len: Sequence[int], chosen_s
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
-    n = len(x)
-    if n < 2:
+    """Pearson correlation; None with fewer than two points or a constant side."""
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
         return None
-    mx, my = sum(x) / n, sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
-    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def balance(pairs: PairTokens, *, enabled: bool, bucket_width: int, seed: int) -> PairTokens:
@@ -275,10 +273,7 @@ def train_reward_model(groups: Sequence[PromptGroup], *, config: TrainingConfig,
                             tags={**(tags or {}), "checkpoint_kind": NAME}) as run:
         trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
         trainer.train()
-        for entry in trainer.state.log_history:
-            step = int(entry.get("step", 0))
-            tracking.log_metrics({f"train/{k}": float(v) for k, v in entry.items()
-                                  if k != "step" and isinstance(v, (int, float))}, step=step)
+        train_loss = tracking.log_trainer_history(trainer.state.log_history)
         model = trainer.model
         pad = tokenizer.pad_token_id
         train_c, train_r = score_ids(model, kept.chosen_ids, pad), score_ids(model, kept.rejected_ids, pad)
@@ -292,8 +287,7 @@ def train_reward_model(groups: Sequence[PromptGroup], *, config: TrainingConfig,
         else:
             metrics["heldout_accuracy"] = None
         metrics["steps"] = trainer.state.global_step
-        metrics["train_loss"] = next((e["train_loss"] for e in reversed(trainer.state.log_history)
-                                      if "train_loss" in e), None)
+        metrics["train_loss"] = train_loss
         final = save_final_model(model, tokenizer, out_dir)
         shutil.rmtree(work, ignore_errors=True)
         tracking.log_metrics({f"final/{k}": float(v) for k, v in metrics.items()

@@ -142,18 +142,15 @@ def train_rlhf(groups: Sequence[PromptGroup], *, reward_model_path: str | Path, 
         trainer = cls(model=base_path, reward_funcs=reward_function(scorer), args=args, train_dataset=dataset,
                       processing_class=tokenizer)
         trainer.train()
+        train_loss = tracking.log_trainer_history(trainer.state.log_history)
         history = [e for e in trainer.state.log_history if "loss" in e]
-        for entry in history:
-            tracking.log_metrics({f"train/{k}": float(v) for k, v in entry.items()
-                                  if k != "step" and isinstance(v, (int, float))}, step=int(entry["step"]))
         steps = int(trainer.state.global_step)
         last = history[-1] if history else {}
         metrics = {"steps": steps, "prompts": len(prompts), "completions_per_step": args.per_device_train_batch_size,
                    "reward_mean_first": history[0].get("reward") if history else None,
                    "reward_mean_last": last.get("reward"), "kl_last": last.get("kl"),
                    "completion_length_last": last.get("completions/mean_length"),
-                   "train_loss": next((e["train_loss"] for e in reversed(trainer.state.log_history)
-                                       if "train_loss" in e), None)}
+                   "train_loss": train_loss}
         final = save_final_model(trainer.model, tokenizer, out_dir)
         png = plot_loss_curve([{"step": e["step"], "train/loss": e["loss"]} for e in history],
                               out_dir / "loss_curve.png", title=f"{run_name} (RLOO)")
@@ -188,21 +185,3 @@ def train_rlhf_stage(warehouse, groups: Sequence[PromptGroup], *, base_model: st
     return train_rlhf(groups, reward_model_path=row["path"], base_model=base_model, config=config, home=home,
                       out_dir=out_dir, run_name=run_name, parent_run_id=parent_run_id,
                       tags={**(tags or {}), "reward_model_run": row["mlflow_run_id"] or ""})
-
-
-def sample_completions(model_path: str | Path, prompts: Sequence[Prompt], scorer, *, max_new_tokens: int = 64,
-                       seed: int = 0) -> list[dict]:
-    """Greedy completions of a policy with their rewards, for reports."""
-    from alignment_pipeline.llm.base import GenerationParams
-    from alignment_pipeline.llm.hf import HFBackend
-
-    backend = HFBackend(str(model_path), device="cpu", batch_size=len(prompts) or 1)
-    try:
-        done = backend.generate(list(prompts), GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0,
-                                                                seed=seed))
-    finally:
-        backend.close()
-    texts = [c.text for c in done]
-    rewards = scorer.score(list(prompts), texts)
-    return [{"prompt": p.instruction, "completion": t, "reward": r}
-            for p, t, r in zip(prompts, texts, rewards, strict=True)]
