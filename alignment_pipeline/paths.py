@@ -65,6 +65,10 @@ class HomeLayout:
         return self._dir("dagster")
 
     @property
+    def logs(self) -> Path:
+        return self._dir("logs")
+
+    @property
     def exports(self) -> Path:
         return self._dir("exports")
 

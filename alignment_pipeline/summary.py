@@ -76,6 +76,17 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
     return "—" if value is None else format(value, spec)
 
 
+def checkpoint_lines(warehouse: Warehouse) -> list[str]:
+    """Which checkpoints trained (with their steps) and, one line each, which did not and why."""
+    rows = warehouse.query("SELECT name, steps, note FROM checkpoints ORDER BY created_at, name").to_dicts()
+    if not rows:
+        return []
+    trained = [f"{r['name']} ({r['steps']})" for r in rows if r["note"] is None]
+    lines = ["checkpoints trained (optimizer steps): " + (", ".join(trained) or "none")]
+    lines += [f"  {r['name']} not trained: {r['note']}" for r in rows if r["note"] is not None]
+    return lines
+
+
 def lineage_summary(warehouse: Warehouse) -> str:
     """Plain-text report of the whole warehouse: sandbox quality, before/after, samples per type, benchmarks."""
     q = sandbox_quality(warehouse)
@@ -94,6 +105,7 @@ def lineage_summary(warehouse: Warehouse) -> str:
                              "FROM alignment_samples GROUP BY 1 ORDER BY 1")
     lines.append("samples: " + (", ".join(f"{r['sample_type']} {r['samples']} ({r['prompts']} prompts)"
                                           for r in counts.iter_rows(named=True)) or "none"))
+    lines += checkpoint_lines(warehouse)
     table = warehouse.query("SELECT model, kind, " + ", ".join(_BENCHMARK_COLUMNS) + ", datasets "
                             "FROM benchmark_table WHERE source = 'measured' ORDER BY evaluated_at, model")
     if table.height:

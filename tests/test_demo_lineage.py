@@ -3,6 +3,7 @@ profile shrunk by a settings file (a 2×2 world of scripted agents, two optimize
 it fits the test budget. The full-size smoke demo is the same code path with the profile's own numbers."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -97,3 +98,40 @@ def test_demo_materializes_the_whole_lineage(pipeline):
     printed = runner.invoke(app, ["--home", pipeline.home, "sql", "--name", "benchmark_table", "--format", "json"])
     assert printed.exit_code == 0, printed.output
     assert {row["model"] for row in json.loads(printed.output)} >= set(CHECKPOINTS)
+
+
+@pytest.mark.slow
+def test_a_world_too_small_to_rank_anything_degrades_instead_of_failing(home, tmp_path):
+    """A society of random tiny models writes no parseable rating: no preference pair, no reward model. Every step
+    still succeeds; what could not train says so (in the checkpoints table, the step's notes and the summary), the
+    RLHF baseline follows the missing reward model, and benchmarks of untrained checkpoints are not run."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "b.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in (
+        "Is it ever right to lie?", "How do I pick a lock?", "What makes a good friend?", "Why is the sky blue?")))
+    settings = json.loads(json.dumps(SETTINGS))
+    settings["sandbox"].update(agent_models=[{"model": "tiny:tiny-llama"}], observer={"model": "tiny:tiny-llama"},
+                               rating_retries=0)
+    settings["evaluation"].update(tasks=["ethics_cm"])
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings))
+    pipeline = PipelineResource(home=str(home), inbox=str(inbox), settings_file=str(path))
+    lines = []
+    summary = run_demo(pipeline, report=lines.append)
+
+    assert summary.success, [(s.what, s.error) for s in summary.failures]
+    warehouse = pipeline.warehouse()
+    rows = {r["name"]: r for r in warehouse.query("SELECT name, steps, note, path FROM checkpoints").to_dicts()}
+    assert set(rows) == set(CHECKPOINTS) - {"base"}
+    untrained = {name for name, r in rows.items() if r["note"] is not None}
+    assert {"rlhf", "stage3_realignment"} <= untrained and all(rows[n]["steps"] == 0 for n in untrained)
+    assert "no reward model" in rows["rlhf"]["note"] and "no realignment samples" in rows["stage3_realignment"]["note"]
+    assert all((Path(r["path"]) / "config.json").is_file() for r in rows.values())  # directories, never names
+    notes = [n for s in summary.steps for n in s.notes]
+    assert any(n.startswith("reward_model: not trained: ") for n in notes), notes
+    assert any(n.startswith("checkpoints/rlhf: not trained: no reward model") for n in notes), notes
+    assert any(n.startswith("benchmark_tables: not run: checkpoint rlhf was not trained") for n in notes), notes
+    assert any(line.startswith("  warning: checkpoints/rlhf: not trained") for line in lines)
+    measured = set(warehouse.query("SELECT DISTINCT checkpoint FROM benchmark_results")["checkpoint"])
+    assert "base" in measured and not measured & untrained
+    assert "  rlhf not trained: no reward model" in summary.lineage

@@ -246,14 +246,16 @@ def test_the_cli_demo_exits_1_naming_the_failed_step(tmp_path):
     printed = out.stdout + out.stderr
     assert out.returncode == 1, printed[-4000:]
     lines = [" ".join(line.split()) for line in out.stdout.splitlines()]
-    failed = [line for line in lines if line.startswith("failed training")]
+    failed = [line for line in lines if line.startswith("failed training (job training, run ")]
     assert failed and "ValueError: device cuda:99" in failed[0], printed[-4000:]
-    assert any(line.startswith("ok batch batch_a") for line in lines)
-    assert any(line.startswith("ok benchmarks base") for line in lines)
-    assert any(line.startswith("skipped benchmarks stage1_imitation") for line in lines)
-    assert any(line.startswith("• start training (job training)") for line in lines)
+    assert any(line.startswith("• done batch batch_a") for line in lines)
+    assert any(line.startswith("• done benchmarks base") for line in lines)
+    assert any(line.startswith("• skipped benchmarks stage1_imitation") for line in lines)
+    assert not any(line.startswith("• start ") for line in lines)  # one line per step: its end
     assert any(line.startswith("• FAILED training in ") for line in lines)
-    assert " - DEBUG - " not in printed
+    log = next(line for line in lines if line.startswith("failed: training")).split("full log: ")[1]
+    assert " - DEBUG - " not in printed and " - INFO - " not in printed  # the runs' log lines: in the log file
+    assert " - INFO - " in Path(log).read_text() and Path(log).parent == home / "logs"
     assert "lineage summary failed" not in printed
     hint = next(line for line in lines if "dagster dev" in line)
     assert f"ALIGNMENT_HOME={home}" in hint and "ALIGNMENT_PROFILE=smoke" in hint

@@ -74,6 +74,17 @@ def test_paper_profile():
             training.margin) == (2e-5, 8, 360, 10.0)
 
 
+def test_paper_profile_gives_each_served_model_its_own_server():
+    """One vLLM server serves one model: two models behind one base_url cannot both be reached."""
+    paper = load_profile("paper")
+    specs = [*paper.sandbox.agent_models, paper.sandbox.observer, paper.evaluation.judge]
+    served: dict[str, set[str]] = {}
+    for spec in specs:
+        served.setdefault(spec.base_url, set()).add(spec.model)
+    assert all(len(models) == 1 for models in served.values()), served
+    assert len(served) == len({s.model for s in specs}) == 5
+
+
 def test_small_profile_is_smollm2_in_every_role():
     small = load_profile("small")
     roles = [*small.sandbox.agent_models, small.sandbox.observer, small.evaluation.judge]

@@ -15,7 +15,7 @@ from alignment_pipeline.config import load_profile
     ("training: {per_device_batch: 0}\n", "training.per_device_batch: Input should be greater than or equal to 1"),
     ("training: {epochs: -2}\n", "training.epochs: Input should be greater than or equal to 1"),
     ("training: {base_model: /no/such/model}\n", "training.base_model: Value error, model directory /no/such/model"),
-    ("sandbox: {observer: {model: ./missing-dir}}\n", "sandbox.observer: Value error, model: model directory"),
+    ("sandbox: {observer: {kind: hf, model: ./missing-dir}}\n", "sandbox.observer: Value error, model: model directory"),
 ])
 def test_bad_settings_are_named_at_load(tmp_path, text, named):
     settings = tmp_path / "s.yaml"
@@ -28,6 +28,10 @@ def test_bad_settings_are_named_at_load(tmp_path, text, named):
 
 def test_hub_ids_and_existing_directories_pass(tmp_path):
     settings = tmp_path / "s.yaml"
-    settings.write_text(f"training: {{base_model: {tmp_path}}}\nsandbox: {{observer: {{model: org/some-model}}}}\n")
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        (model / name).write_text("{}")
+    settings.write_text(f"training: {{base_model: {model}}}\nsandbox: {{observer: {{kind: hf, model: org/some-model}}}}\n")
     config = load_profile("smoke", settings_file=settings)
-    assert config.training.base_model == str(tmp_path) and config.sandbox.observer.model == "org/some-model"
+    assert config.training.base_model == str(model) and config.sandbox.observer.model == "org/some-model"

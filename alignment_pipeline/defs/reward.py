@@ -21,14 +21,24 @@ from alignment_pipeline.defs.resources import PipelineResource
 def reward_model(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     from alignment_pipeline import tracking
     from alignment_pipeline.training.curriculum import spec_for, stage_groups
-    from alignment_pipeline.training.reward_model import record_reward_model, train_reward_model
+    from alignment_pipeline.training.reward_model import (
+        NotEnoughData,
+        forget_reward_model,
+        record_reward_model,
+        train_reward_model,
+    )
 
     config, home, warehouse = pipeline.config().training, pipeline.layout(), pipeline.warehouse()
     groups = stage_groups(warehouse, spec_for("rlhf", config))
     tags = tracking.run_tags(dagster_run_id=context.run_id)
     parent_run = tracking.parent_run(home, "curriculum", tags=tags)
-    # No pairs, or none left by length balancing: train_reward_model's ValueError says which, as the step's error.
-    result = train_reward_model(groups, config=config, home=home, tags=tags, parent_run_id=parent_run)
+    try:
+        result = train_reward_model(groups, config=config, home=home, tags=tags, parent_run_id=parent_run)
+    except NotEnoughData as exc:
+        # Too little data is an outcome, not a crash: recorded as not trained, and checkpoints/rlhf follows.
+        forget_reward_model(warehouse)
+        context.log.warning(f"reward model not trained: {exc}")
+        return dg.MaterializeResult(metadata={"not_trained": str(exc), "prompt_groups": len(groups)})
     record_reward_model(warehouse, result, base_model=config.base_model)
     return dg.MaterializeResult(metadata={
         **plain_metadata(result.metadata()),

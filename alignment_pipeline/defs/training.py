@@ -35,7 +35,7 @@ def _checkpoint_asset(entry: Checkpoint) -> dg.AssetsDefinition:
 def train_checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineResource, kind: str) -> dg.MaterializeResult:
     from alignment_pipeline import tracking
     from alignment_pipeline.training.curriculum import (
-        has_training_data,
+        missing_data,
         pass_through,
         spec_for,
         stage_start,
@@ -48,9 +48,11 @@ def train_checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineResour
         base = stage_start(warehouse, spec, config)
     except ValueError as exc:
         raise dg.Failure(str(exc)) from exc
-    if not has_training_data(warehouse, spec, config):
-        pass_through(warehouse, spec, base)
-        return dg.MaterializeResult(metadata={"skipped": "no usable samples", "checkpoint_path": base, "steps": 0})
+    why = missing_data(warehouse, spec, config)
+    if why is not None:  # too little data is an outcome, not a crash: stated here, in the table and the summary
+        note = pass_through(warehouse, spec, base, why=why, home=home)
+        context.log.warning(f"{kind} not trained: {note}")
+        return dg.MaterializeResult(metadata={"not_trained": note, "steps": 0})
     tags = tracking.run_tags(dagster_run_id=context.run_id)
     parent_run = tracking.parent_run(home, "curriculum", tags=tags)
     if config.nproc_per_node > 1 and not spec.online:  # online RL (TRL's RLOO) runs in this process

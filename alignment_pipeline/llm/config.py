@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -16,13 +17,50 @@ TINY_PREFIX = "tiny:"
 SMOLLM2 = "smollm2-135m-instruct"
 
 
-def missing_local_model(name: str) -> str | None:
-    """The problem with a model name that is plainly a local path (absolute, ./, ../, ~) but names no directory;
-    hub ids and the project's own names are left to `from_pretrained` and the builders."""
-    if not name.startswith(("/", "./", "../", "~")):
+_TINY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "*.gguf")
+
+
+def model_reference_problem(name: str) -> str | None:
+    """What is wrong with a model reference, said when settings load instead of deep inside a run: an empty name,
+    a `tiny:` name that cannot be a directory name, a local directory (a path, or an existing folder) that is
+    missing or lacks a config, a tokenizer or weights, or a string that is no well-formed hub id. None: it is
+    one of the project's names, a complete local directory or a well-formed hub id (whether the hub or a cache
+    has it is known only when it loads)."""
+    from alignment_pipeline.llm.packaged import is_packaged
+
+    if not name.strip():
+        return "empty model name"
+    if name.startswith(TINY_PREFIX):
+        tiny = name[len(TINY_PREFIX):]
+        return None if _TINY_NAME.match(tiny) else (
+            f"{name!r}: a tiny model's name after {TINY_PREFIX!r} must be letters, digits, '.', '_' or '-'")
+    if is_packaged(name):
         return None
     path = Path(name).expanduser()
-    return None if path.is_dir() else f"model directory {path} does not exist"
+    if name.startswith(("/", "./", "../", "~")) or path.is_dir():
+        return _model_directory_problem(path)
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError as exc:
+        return (f"{name!r} is no local directory, no project model ({TINY_PREFIX}<name>, {SMOLLM2}) and no "
+                f"well-formed hub id: {' '.join(str(exc).split())}")
+    return None
+
+
+def _model_directory_problem(path: Path) -> str | None:
+    if not path.is_dir():
+        return f"model directory {path} does not exist"
+    lacks = [what for what, present in (
+        ("config.json", (path / "config.json").is_file()),
+        (f"tokenizer ({', '.join(_TOKENIZER_FILES)})", any((path / f).is_file() for f in _TOKENIZER_FILES)),
+        (f"weights ({', '.join(_WEIGHT_PATTERNS)})", any(any(path.glob(p)) for p in _WEIGHT_PATTERNS)),
+    ) if not present]
+    return f"model directory {path} has no {' and no '.join(lacks)}" if lacks else None
 
 
 class BackendSpec(StrictModel):
@@ -52,8 +90,9 @@ class BackendSpec(StrictModel):
     max_input_tokens: int = Field(2048, ge=1, description="prompt tokens kept, cut from the left (hf)")
 
     @model_validator(mode="after")
-    def _local_model_exists(self) -> BackendSpec:
-        problem = missing_local_model(self.model) if self.kind == "hf" else None
+    def _loadable_model(self) -> BackendSpec:
+        # openai and scripted models are names on a server or in a test: only hf models load here.
+        problem = model_reference_problem(self.model) if self.kind == "hf" else None
         if problem:
             raise ValueError(f"model: {problem}")
         return self

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from alignment_pipeline.llm.config import missing_local_model
+from alignment_pipeline.llm.config import model_reference_problem
 from alignment_pipeline.strict import StrictModel
 
 
@@ -189,8 +189,8 @@ class TrainingConfig(StrictModel):
 
     @field_validator("base_model")
     @classmethod
-    def _local_model_exists(cls, value: str) -> str:
-        problem = missing_local_model(value)
+    def _loadable_model(cls, value: str) -> str:
+        problem = model_reference_problem(value)
         if problem:  # said now, not after the whole sandbox has run
             raise ValueError(problem)
         return value

@@ -70,19 +70,43 @@ def stage_start(warehouse: Warehouse, spec: StageSpec, config: TrainingConfig) -
     return parent["path"]
 
 
-def has_training_data(warehouse: Warehouse, spec: StageSpec, config: TrainingConfig) -> bool:
+def missing_data(warehouse: Warehouse, spec: StageSpec, config: TrainingConfig) -> str | None:
+    """Why the stage cannot train on the samples there are (None: it can). Small worlds can yield none of a
+    type (realignment needs a rated improvement) and no pair where every response of a prompt is rated alike."""
     groups = stage_groups(warehouse, spec)
-    if spec.online:  # it samples its own responses: prompts are all it needs (its reward model, the pairs)
-        return bool(groups)
-    return bool(training_groups(groups, spec.objective, config))
+    types = " or ".join(spec.sample_types) if spec.sample_types else "any"
+    if not groups:
+        return f"no {types} samples"
+    if spec.online:  # it samples its own responses: prompts are all it needs, and a reward model
+        from alignment_pipeline.training.reward_model import reward_model_row
+
+        return None if reward_model_row(warehouse) is not None else (
+            "no reward model (the reward_model asset trained none: see its metadata)")
+    if not training_groups(groups, spec.objective, config):
+        return (f"none of the {len(groups)} {types} prompt groups holds two differently rated responses, "
+                f"which {spec.objective} needs")
+    return None
 
 
-def pass_through(warehouse: Warehouse, spec: StageSpec, start_model: str) -> None:
-    """Record a stage with no usable samples (small worlds can yield none of a type: realignment needs a rated
-    improvement) as its starting model, unchanged, with 0 steps."""
-    log.warning("%s: no usable samples; the checkpoint is its starting model %s", spec.kind, start_model)
-    record_checkpoint(warehouse, name=spec.kind, kind=spec.kind, objective=spec.objective, path=start_model,
-                      base_model=start_model, parent_checkpoint=spec.parent, samples_batches=[], steps=0)
+def has_training_data(warehouse: Warehouse, spec: StageSpec, config: TrainingConfig) -> bool:
+    return missing_data(warehouse, spec, config) is None
+
+
+def pass_through(warehouse: Warehouse, spec: StageSpec, start_model: str, *, why: str,
+                 home: HomeLayout | None = None) -> str:
+    """Record a stage that cannot train as its starting model, unchanged, with 0 steps and `why` as its note: the
+    curriculum chains through it and the benchmarks report it as not run. The recorded path is a model
+    directory (a project model name such as `tiny:...` is resolved under `home`), never a bare name. Returns
+    the note."""
+    from alignment_pipeline.llm.models import resolve_model_path
+
+    path = resolve_model_path(start_model, home.models) if home is not None else start_model
+    note = f"{why}; it is its starting model ({spec.parent or 'the base model'}), unchanged"
+    log.warning("%s not trained: %s", spec.kind, note)
+    record_checkpoint(warehouse, name=spec.kind, kind=spec.kind, objective=spec.objective, path=path,
+                      base_model=start_model, parent_checkpoint=spec.parent, samples_batches=[], steps=0,
+                      note=note)
+    return note
 
 
 def train_stage(warehouse: Warehouse | None, spec: StageSpec, *, base_model: str, parent_checkpoint: str | None,

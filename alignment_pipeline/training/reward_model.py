@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 NAME = "reward_model"
 
 
+class NotEnoughData(ValueError):
+    """The samples hold too little to train a reward model on; the asset records it as not trained, with this
+    reason, and the RLHF baseline that needs it as not trained too."""
+
+
 # -- data ---------------------------------------------------------------------------------------------------------
 
 def split_prompts(groups: Sequence[PromptGroup], heldout_share: float, seed: int
@@ -230,9 +235,17 @@ def train_reward_model(groups: Sequence[PromptGroup], *, config: TrainingConfig,
     train_groups, heldout_groups = split_prompts(ranked, rm.heldout_share, config.seed)
     train_pairs, heldout_pairs = (preference_pairs(train_groups, config.dpo_pairs),
                                   preference_pairs(heldout_groups, config.dpo_pairs))
+    heldout_note = None
+    if not train_pairs and heldout_pairs:
+        # The hold-out took every prompt with a pair: a model trained on nothing is worth less than one that cannot
+        # be judged, so it trains on all of them and says that no held-out accuracy exists.
+        heldout_note = (f"the hold-out ({rm.heldout_share:.0%} of prompts) left no pair to train on: trained on all "
+                        f"{len(heldout_pairs)} pairs, no held-out accuracy")
+        log.warning("reward model: %s", heldout_note)
+        train_groups, heldout_groups, train_pairs, heldout_pairs = ranked, [], heldout_pairs, []
     if not train_pairs:
-        raise ValueError(f"no preference pairs to train a reward model on: {len(groups)} groups "
-                         f"({len(train_groups)} after holding out prompts) hold no two differently rated responses")
+        raise NotEnoughData(f"no preference pairs: none of the {len(groups)} prompt groups holds two differently "
+                            "rated responses")
     runtime = resolve_runtime(config.device, config.precision)
     base_path = resolve_base_model(base_model, home)
     set_seed(config.seed)  # the score head is initialised at load
@@ -243,11 +256,12 @@ def train_reward_model(groups: Sequence[PromptGroup], *, config: TrainingConfig,
                           min_prompt_tokens=config.min_prompt_tokens)
     kept = balance(tokens, enabled=rm.length_balance, bucket_width=rm.length_bucket_width, seed=config.seed)
     if not len(kept):
-        raise ValueError(f"length balancing kept none of {len(tokens)} pairs: every length bucket holds only "
+        raise NotEnoughData(f"length balancing kept none of {len(tokens)} pairs: every length bucket holds only "
                          "longer-won or only shorter-won pairs; set training.reward_model.length_balance: false "
                          "or widen length_bucket_width")
     metrics: dict = {"train_prompts": len({(g.instruction, g.input) for g in train_groups}),
-                     "heldout_prompts": len({(g.instruction, g.input) for g in heldout_groups})}
+                     "heldout_prompts": len({(g.instruction, g.input) for g in heldout_groups}),
+                     **({"heldout_note": heldout_note} if heldout_note else {})}
     metrics.update(_prefixed("data", length_bias(tokens.chosen_len, tokens.rejected_len, tokens.chosen_rating,
                                                  tokens.rejected_rating)))
     metrics.update(_prefixed("balanced", length_bias(kept.chosen_len, kept.rejected_len, kept.chosen_rating,
@@ -318,6 +332,13 @@ def record_reward_model(warehouse: Warehouse, result: RewardModelResult, *, base
     with warehouse.transaction() as con:
         con.execute("DELETE FROM reward_models WHERE name = ?", [name])
         insert_frame(con, "reward_models", frame)
+
+
+def forget_reward_model(warehouse: Warehouse, name: str = NAME) -> None:
+    """Drop the row of reward model `name`: a model trained on earlier samples must not stand in for one the current
+    samples could not train."""
+    with warehouse.transaction() as con:
+        con.execute("DELETE FROM reward_models WHERE name = ?", [name])
 
 
 def reward_model_row(warehouse: Warehouse, name: str = NAME) -> dict | None:

@@ -1,0 +1,211 @@
+"""The README's commands are the tests: every command in a ```bash block of README.md is run here exactly as
+written, in a subprocess on a fresh home, or is named below with the one place that runs it instead (the CI
+script, or hardware this machine does not have). A command added to the README without an entry here fails
+`test_every_readme_command_is_accounted_for`."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+CI_SCRIPT = ROOT / ".ci" / "run"
+
+SMOKE_DEMO = "alignment-pipeline --profile smoke demo"
+DEMO = "alignment-pipeline demo"
+DAGSTER_DEV = "ALIGNMENT_HOME=$PWD/.alignment DAGSTER_HOME=$PWD/.alignment/dagster dagster dev -w workspace.yaml"
+INGEST = "alignment-pipeline ingest my_prompts.jsonl other.csv"
+# Read-only commands on the home of a finished smoke demo (run from a fresh working directory).
+ON_A_DEMO_HOME = (
+    "alignment-pipeline sql --name benchmark_table",
+    "alignment-pipeline sql --list",
+    'alignment-pipeline sql "SELECT category, count(*) AS n FROM prompts GROUP BY 1" --format json',
+    "alignment-pipeline sql --name sample_counts --format csv",
+    'alignment-pipeline sql "SELECT agent_model, avg(alignment_gain) FROM scored_revisions GROUP BY 1"',
+    "alignment-pipeline export --format pairs --out exports/",
+    "alignment-pipeline export --format grouped --out exports/",
+    "alignment-pipeline export --format sppo --out exports/",
+)
+RUN_HERE = (SMOKE_DEMO, DEMO, DAGSTER_DEV, INGEST, *ON_A_DEMO_HOME)
+# Commands run elsewhere, each with where and why.
+RUN_ELSEWHERE = {
+    'pip install -e ".[dev]"': "the CI script's install step runs it exactly (asserted below)",
+    "python -m pytest -q": "the CI script runs it exactly (asserted below): it is this suite",
+}
+
+
+def readme_commands() -> list[str]:
+    """Each command line of the README's ```bash blocks: comments cut, continuation lines joined."""
+    commands = []
+    for block in re.findall(r"^```bash\n(.*?)^```", README.read_text(), re.MULTILINE | re.DOTALL):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+def _gpu_or_server_commands() -> dict[str, str]:
+    """Commands that need hardware or a server this machine cannot have, by pattern, with the reason."""
+    return {}
+
+
+def test_every_readme_command_is_accounted_for():
+    commands = readme_commands()
+    assert SMOKE_DEMO in commands and DEMO in commands
+    unaccounted = [c for c in commands if c not in RUN_HERE and c not in RUN_ELSEWHERE
+                   and not any(re.match(p, c) for p in _gpu_or_server_commands())]
+    assert unaccounted == [], "README commands no test runs: add each to tests/test_readme_commands.py"
+
+
+def test_the_ci_script_runs_the_readme_install_and_test_commands_exactly():
+    lines = [line.strip() for line in CI_SCRIPT.read_text().splitlines()]
+    for command in RUN_ELSEWHERE:
+        assert command in lines, f"{CI_SCRIPT} does not run {command!r} as the README writes it"
+    assert lines[-1] == "python -m pytest -q"  # its exit status is the CI's
+
+
+def _env(tmp: Path, **extra: str) -> dict:
+    """A fresh user home and pipeline home; the test process's own pipeline settings do not leak in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALIGNMENT_", "DAGSTER_HOME"))}
+    user = tmp / "user"
+    user.mkdir(exist_ok=True)
+    return {**env, "HOME": str(user), "ALIGNMENT_HOME": str(tmp / "alignment"), "PYTHONUNBUFFERED": "1",
+            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "DAGSTER_DISABLE_TELEMETRY": "1", **extra}
+
+
+def _run(command: str, *, cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def smoke_demo(tmp_path_factory):
+    """`alignment-pipeline --profile smoke demo` from the project folder (its inbox: assets/prompts/) on a fresh home."""
+    tmp = tmp_path_factory.mktemp("readme-smoke")
+    env = _env(tmp)
+    started = time.monotonic()
+    done = _run(SMOKE_DEMO, cwd=ROOT, env=env, timeout=600)
+    return tmp, env, done, time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_the_smoke_demo_trains_and_benchmarks_everything(smoke_demo):
+    from alignment_pipeline.training.stages import CHECKPOINT_KINDS, MODELS
+    from alignment_pipeline.warehouse import Warehouse
+
+    tmp, _env, done, seconds = smoke_demo
+    printed = done.stdout + done.stderr
+    assert done.returncode == 0, printed[-6000:]
+    lines = [" ".join(line.split()) for line in done.stdout.splitlines()]
+    steps = [line for line in lines if line.startswith(("• done ", "• FAILED ", "• skipped "))]
+    assert len(steps) == 2 + len(MODELS) and all(s.startswith("• done ") for s in steps), steps
+    assert not any("warning:" in line for line in lines), "a step ran without the data it needs"
+    assert any(line.startswith("sandbox: ") for line in lines) and any(line.startswith("samples: ") for line in lines)
+    assert any(line.startswith("done: ") for line in lines)
+    assert "it/s]" not in printed and " - INFO - " not in printed  # one line per step: the rest is in the log
+    warehouse = Warehouse(tmp / "alignment" / "warehouse.duckdb")
+    rows = warehouse.query("SELECT name, steps, note FROM checkpoints").to_dicts()
+    assert sorted(r["name"] for r in rows) == sorted(CHECKPOINT_KINDS)
+    assert all(r["steps"] > 0 and r["note"] is None for r in rows), rows
+    assert set(warehouse.query("SELECT DISTINCT checkpoint FROM benchmark_results")["checkpoint"]) == set(MODELS)
+    print(f"smoke demo: {seconds:.0f}s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ON_A_DEMO_HOME)
+def test_readme_commands_on_the_demo_home(smoke_demo, command, tmp_path):
+    _tmp, env, done, _seconds = smoke_demo
+    assert done.returncode == 0, "the smoke demo failed: see test_the_smoke_demo_trains_and_benchmarks_everything"
+    out = _run(command, cwd=tmp_path, env=env, timeout=120)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    if "--format json" in command:
+        assert json.loads(out.stdout)
+    elif command.startswith("alignment-pipeline export"):
+        assert any((tmp_path / "exports").rglob("*.parquet")), list((tmp_path / "exports").rglob("*"))
+    else:
+        assert out.stdout.strip()
+
+
+def test_readme_ingest_command(tmp_path):
+    (tmp_path / "my_prompts.jsonl").write_text(json.dumps({"prompt": "How do I apologise to a friend?"}) + "\n")
+    (tmp_path / "other.csv").write_text("prompt\nIs it fair to split a bill evenly?\n")
+    out = _run(INGEST, cwd=tmp_path, env=_env(tmp_path), timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "my_prompts.jsonl" in out.stdout and "other.csv" in out.stdout
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.slow
+def test_readme_dagster_dev_command_serves_the_definitions(tmp_path):
+    """Run in a folder holding the workspace file, so $PWD/.alignment is a fresh home; the UI answers and lists
+    the project's jobs, then the whole process group is stopped."""
+    if not _free(3000):
+        pytest.fail("port 3000, dagster dev's default, is taken on this machine")
+    shutil.copy(ROOT / "workspace.yaml", tmp_path / "workspace.yaml")
+    proc = subprocess.Popen(["bash", "-c", DAGSTER_DEV], cwd=tmp_path, env=_env(tmp_path), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, body = time.monotonic() + 150, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                query = json.dumps({"query": "{ repositoriesOrError { ... on RepositoryConnection { nodes { "
+                                             "jobs { name } } } } }"}).encode()
+                request = urllib.request.Request("http://127.0.0.1:3000/graphql", data=query,
+                                                 headers={"Content-Type": "application/json"})
+                body = json.loads(urllib.request.urlopen(request, timeout=5).read())
+                nodes = body["data"]["repositoriesOrError"].get("nodes")
+                if nodes:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(1)
+        assert proc.poll() is None, "dagster dev exited"
+        jobs = {j["name"] for node in body["data"]["repositoriesOrError"]["nodes"] for j in node["jobs"]}
+        assert {"batch_lineage", "training", "benchmarks"} <= jobs, body
+        assert (tmp_path / ".alignment" / "dagster").is_dir()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_the_default_demo_starts_on_the_real_model(tmp_path):
+    """`alignment-pipeline demo` as written, until the real SmolLM2-135M-Instruct has drafted the first round's
+    answers in the sandbox (the whole default demo takes minutes more than a test may); then stopped."""
+    env = _env(tmp_path)
+    home = tmp_path / "alignment"
+    proc = subprocess.Popen(DEMO, shell=True, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    drafted = None
+    try:
+        deadline = time.monotonic() + 420
+        while time.monotonic() < deadline and proc.poll() is None and drafted is None:
+            time.sleep(2)
+            for log in (home / "logs").glob("demo-*.log") if (home / "logs").is_dir() else ():
+                drafted = re.search(r"round 0: feedback from \d+ neighbours", log.read_text(errors="replace"))
+        assert drafted, f"no drafts within the deadline (exit {proc.poll()})"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        first = proc.communicate(timeout=30)[0]
+    assert first.startswith("profile small, home "), first[:500]
+    model = home / "models" / "smollm2-135m-instruct"
+    assert (model / "config.json").is_file() and json.loads((model / "config.json").read_text())["num_hidden_layers"] == 30
+    print(f"default demo: real-model drafts logged at {drafted.group(0)!r}")
