@@ -11,14 +11,31 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from alignment_pipeline import env
 from alignment_pipeline.context import Pipeline
 
+
+class _Commands(TyperGroup):
+    """Every command, nested ones included, runs inside this group's invoke: a settings error (unknown profile,
+    unreadable or invalid settings file) is printed as its one line and exits 2, never as a traceback."""
+
+    def invoke(self, ctx):
+        from alignment_pipeline.config import SettingsError
+
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            err.print(Text.assemble(("settings error: ", "red"), str(exc)), soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
 # Plain tracebacks: rich's walks an exception's cause/context chain without a guard and never ends on a cyclic
 # one (Dagster re-raises errors whose chain loops back on itself).
 app = typer.Typer(help="Stable Alignment as a Dagster pipeline: simulated society → aligned models.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, cls=_Commands)
 bench_app = typer.Typer(help="Side-by-side speed and memory benchmarks.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 config_app = typer.Typer(help="The resolved settings.", no_args_is_help=True)
@@ -145,16 +162,24 @@ def _csv_text(frame) -> str:
     return (frame.with_columns(columns) if columns else frame).write_csv()
 
 
+#: seconds a `sql` call may run before it is interrupted (--timeout changes it)
+SQL_TIMEOUT_S = 60.0
+
+
 @app.command()
 def sql(
-    query: str | None = typer.Argument(None, help="A read-only SQL statement (SELECT, or EXPLAIN of one)."),
+    query: str | None = typer.Argument(None, help="Read-only SQL: SELECT (PIVOT, UNPIVOT), or EXPLAIN of one; "
+                                       "several statements separated by ';' each print their result."),
     name: str | None = typer.Option(None, "--name", help="Run a named query from sql/queries/."),
     fmt: str = typer.Option("table", "--format", help="table | csv | json"),
     list_queries: bool = typer.Option(False, "--list", help="List the named queries."),
+    timeout: float = typer.Option(SQL_TIMEOUT_S, "--timeout", min=0.001, max=86400.0,
+                                  help="Seconds the query may run before it is stopped."),
     home: HomeOption = None,
 ) -> None:
-    """Query the warehouse, read-only: the file is opened read-only with external access off, nothing is created
-    or migrated, and only SELECT (or EXPLAIN of a SELECT) runs; anything else is refused."""
+    """Query the warehouse, read-only: nothing is created or migrated, and only SELECT (or EXPLAIN of a SELECT)
+    runs; anything else is refused. The query reads a private snapshot of the warehouse, taken in the moment it
+    takes to copy it, so a running pipeline is never blocked, and it is stopped after --timeout seconds."""
     _export_options(home)
     from rich.measure import Measurement
     from rich.text import Text
@@ -174,20 +199,26 @@ def sql(
         raise typer.Exit(2)
     try:
         text = named_query_text(name) if name else query
-        frame = _sql_warehouse().query_read_only(text)
+        results = _sql_warehouse().query_read_only_all(text, timeout_s=timeout)
     except WarehouseError as exc:
         err.print(Text(str(exc), style="red"), soft_wrap=True)
         raise typer.Exit(1) from None
     except Exception as exc:  # a SQL error from DuckDB: show it plainly, not as a traceback
         err.print(Text.assemble(("query failed: ", "red"), str(exc)), soft_wrap=True)
         raise typer.Exit(1) from None
+    several = len(results) > 1
     if fmt == "json":
-        print(json.dumps(frame.to_dicts(), indent=2, default=_json_default))
-    elif fmt == "csv":
-        sys.stdout.write(_csv_text(frame))
-    else:
+        # One statement: its rows, as before; several: each statement with its rows.
+        payload = ([{"statement": statement, "rows": frame.to_dicts()} for statement, frame in results] if several
+                   else results[0][1].to_dicts())
+        print(json.dumps(payload, indent=2, default=_json_default))
+        return
+    for number, (statement, frame) in enumerate(results):
+        if fmt == "csv":
+            sys.stdout.write(("\n" if number else "") + _csv_text(frame))
+            continue
         # Text, not markup: values such as "[red]" or ":smile:" print as they are.
-        table = Table()
+        table = Table(title=Text(" ".join(statement.split())) if several else None)
         for column in frame.columns:
             table.add_column(Text(column))
         for row in frame.iter_rows():
@@ -201,47 +232,54 @@ def sql(
 
 
 @app.command()
-def demo(home: HomeOption = None, profile: ProfileOption = None, settings: SettingsOption = None) -> None:
+def demo(home: HomeOption = None, profile: ProfileOption = None, settings: SettingsOption = None,
+         verbose: bool = typer.Option(False, "--verbose", help="Show the runs' logs, library output and progress "
+                                      "bars on the console instead of only in the log file.")) -> None:
     """Materialize the whole lineage in-process, offline, through the jobs batch_lineage, training and benchmarks
     (default profile small: the real SmolLM2-135M-Instruct as every agent, observer, judge and training base;
-    --profile smoke: tiny random models). Exit 1 when a step failed, naming it and its error."""
+    --profile smoke: a scripted society and tiny random models). One line per step, then the summary; the runs'
+    full output goes to a log file under the home. Exit 1 when a step failed, naming it, its error and the log."""
+    from datetime import datetime
+
     from rich.text import Text
 
     from alignment_pipeline.defs.resources import default_resource
     from alignment_pipeline.demo import HomeBusy, dagster_dev_hint, run_demo
 
     _export_options(home, profile, settings)
+    out = Console(file=sys.stdout, soft_wrap=True)  # bound now: while the runs work, sys.stdout is the log file
+    log_file = None
     try:
         pipeline = default_resource()  # the runs it starts take it as their Dagster resource
-        console.print(f"profile [bold]{pipeline.config().profile}[/bold], home [bold]{pipeline.layout().root}"
-                      f"[/bold], inbox {pipeline.inbox_dir()}")
-        with console.status("working") as status:
-            def report(msg: str) -> None:  # one line as each step starts and ends; the spinner shows the last
+        if not verbose:
+            log_file = pipeline.layout().logs / f"demo-{datetime.now():%Y%m%d-%H%M%S}.log"
+        out.print(f"profile [bold]{pipeline.config().profile}[/bold], home [bold]{pipeline.layout().root}"
+                  f"[/bold], inbox {pipeline.inbox_dir()}" + (f", log {log_file}" if log_file else ""))
+        with out.status("working") as status:
+            def report(msg: str) -> None:  # one line as each step ends; the spinner shows the step that runs
                 status.update(Text(msg))
-                console.print(Text(f"• {msg}"))
+                if not msg.startswith("start "):
+                    out.print(Text(f"• {msg}"))
 
-            summary = run_demo(pipeline, report=report)
+            summary = run_demo(pipeline, report=report, quiet=not verbose, log_file=log_file)
     except (FileNotFoundError, ValueError, HomeBusy) as exc:  # settings, profile, empty inbox, busy home: no run started
         err.print(Text.assemble(("demo stopped: ", "red"), f"{type(exc).__name__}: {exc}"), soft_wrap=True)
         raise typer.Exit(2) from None
-    styles = {"ok": "green", "failed": "red", "skipped": "yellow"}
-    for s in summary.steps:
-        line = Text.assemble((f"{s.status:<8}", styles[s.status]), f"{s.what}  ({s.job}")
-        line.append(f", {s.seconds:.1f}s, run {s.run_id})" if s.run_id else ")")
-        if s.error:
-            line.append(f"  {s.error}", style="red" if s.status == "failed" else None)
-        console.print(line)
+    if summary.stopped_by:  # SIGTERM / Ctrl-C: its report line said what was done and not; 128 + the signal
+        raise typer.Exit(128 + summary.stopped_by)
     if summary.lineage:
-        console.print(Text(summary.lineage))
+        out.print(Text(summary.lineage))
     if summary.lineage_error:
         err.print(Text.assemble(("lineage summary failed: ", "red"), summary.lineage_error), soft_wrap=True)
     ran = len(summary.runs)
     if summary.success:
-        console.print(f"done: {ran} runs. Explore: alignment-pipeline sql --list")
+        out.print(f"done: {ran} runs. Explore: alignment-pipeline sql --list")
     else:
-        failed = ", ".join(s.what for s in summary.failures) or "none"
-        console.print(Text.assemble(("failed: ", "red"), f"{failed} ({ran} runs)"))
-    console.print(Text(f"Dagster UI: {dagster_dev_hint(pipeline)}"))
+        for s in summary.failures:
+            out.print(Text.assemble(("failed ", "red"), f"{s.what} (job {s.job}, run {s.run_id or '-'}): {s.error}"))
+        out.print(Text.assemble(("failed: ", "red"), f"{', '.join(s.what for s in summary.failures)} ({ran} runs)")
+                  + (f"; full log: {log_file}" if log_file else ""))
+    out.print(Text(f"Dagster UI: {dagster_dev_hint(pipeline)}"))
     if not summary.success:
         raise typer.Exit(1)
 
@@ -270,23 +308,37 @@ def export(
 def evaluate(
     checkpoint: str = typer.Option(..., "--checkpoint", help="A model directory or hub id."),
     tasks: list[str] | None = typer.Option(None, "--tasks", help="Tasks (repeat the option); default: the "
-                                           "profile's (truthfulqa_mc1, ethics_cm, moral_stories, mic, hh, hh_a)."),
+                                           "profile's (truthfulqa_mc1, ethics_cm, moral_stories, hh_preference, "
+                                           "mic_proxy, hh, hh_a; also ethics_cm_hard)."),
     name: str | None = typer.Option(None, "--name", help="Row name in benchmark_results (default: the path's name)."),
     kind: str = typer.Option("baseline", "--kind", help="base | baseline | reference | stage…"),
-    limit: int | None = typer.Option(None, "--limit", help="At most this many items per task."),
+    limit: int | None = typer.Option(None, "--limit", help="A seeded sample of this many items per multiple-choice "
+                                     "task, the same for every model (default: the profile's; 0: the whole split)."),
 ) -> None:
-    """Benchmark a model from outside the pipeline into the same benchmark_results table."""
+    """Benchmark a model from outside the pipeline into the same benchmark_results table (per-item results in
+    benchmark_items, the comparison with base in benchmark_comparisons)."""
     from alignment_pipeline.evaluation import benchmark_markdown, evaluate_checkpoint
 
     pipeline = _pipeline()
     config = pipeline.config().evaluation
-    update = {k: v for k, v in {"tasks": tasks, "limit": limit}.items() if v}
+    update = {k: v for k, v in {"tasks": tasks}.items() if v}
+    if limit is not None:
+        update["limit"] = limit or None
+    elif tasks:  # named tasks without a limit: the whole split
+        update["limit"] = None
     config = config.model_copy(update=update)
     warehouse = pipeline.warehouse()
+    from alignment_pipeline.llm.models import resolve_model_path
+
+    base = pipeline.config().training.base_model
     with console.status(f"evaluating {checkpoint}"):
         report = evaluate_checkpoint(warehouse, checkpoint=name or Path(checkpoint).name, kind=kind,
-                                     model_path=checkpoint, config=config, judge=pipeline.backend(config.judge))
-    console.print(f"{report.rows_written} results written for {report.checkpoint}")
+                                     model_path=checkpoint, config=config, judge=pipeline.backend(config.judge),
+                                     base_models=[base, resolve_model_path(base, pipeline.layout().models)])
+    console.print(f"{report.rows_written} results written for {report.checkpoint}; items per task: "
+                  + ", ".join(f"{r.task}/{r.metric} n={r.n}" for r in report.rows if r.metric in ("acc", "score"))
+                  + "; seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items())
+                  + ("; seeded prompts removed: " + str(report.seeded_removed) if report.seeded_removed else ""))
     print(benchmark_markdown(warehouse))
 
 
@@ -375,6 +427,23 @@ def bench_sandbox_cmd(
         print(line)
     if as_json:
         print(json.dumps(result.metadata(), indent=2))
+
+
+@bench_app.command("eval")
+def bench_eval_cmd(
+    model: str = typer.Option("smollm2-135m-instruct", "--model", help="A model directory, hub id or packaged name."),
+    task: str = typer.Option("truthfulqa_mc1", "--task", help="A multiple-choice task with an lm-eval built-in twin."),
+    items: int = typer.Option(50, "--items", help="The same seeded items on both sides."),
+    batch_size: int = typer.Option(16, "--batch-size", help="lm-eval's batch size."),
+) -> None:
+    """Items per second of our evaluation against lm-eval's own simple_evaluate (its built-in task definition on the
+    same shipped rows), same model and items, side by side; the per-item verdicts must agree."""
+    from alignment_pipeline.evaluation.bench import bench_eval
+    from alignment_pipeline.llm.models import resolve_model_path
+
+    path = resolve_model_path(model, _pipeline().layout().models)
+    for line in bench_eval(path, task, items=items, batch_size=batch_size).lines():
+        print(line)
 
 
 @bench_app.command("warehouse")

@@ -61,11 +61,16 @@ class PipelineConfig(StrictModel):
 SECTIONS: tuple[str, ...] = tuple(k for k in PipelineConfig.model_fields if k != "profile")
 
 
+class SettingsError(ValueError):
+    """Settings that cannot be used (unknown profile, unreadable or invalid file, bad value): a one-line message
+    naming the file and field, which the CLI prints as it is."""
+
+
 def profile_path(name: str) -> Path:
     """The YAML file of a profile; an unknown name is an error listing the known ones."""
     names = profile_names()
     if name not in names:
-        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(names)}")
+        raise SettingsError(f"unknown profile {name!r}; choose one of {', '.join(names)}")
     return PROFILE_DIR / f"{name}.yaml"
 
 
@@ -85,7 +90,6 @@ def load_profile(name: str | None = None, *, settings_file: str | Path | None = 
     config = _validated(name, profile_overrides(name), f"profile file {profile_path(name)}")
     if settings_file:
         merged = _deep_merge(config.model_dump(exclude={"profile"}), read_settings(settings_file))
-        merged.pop("profile", None)
         config = _validated(name, merged, f"settings file {settings_file}")
     if overrides:
         sections = {key: getattr(config, key) for key in SECTIONS}
@@ -101,28 +105,35 @@ def _validated(name: str, sections: dict, source: str | None) -> PipelineConfig:
         where = f" ({source})" if source else ""
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         # One line naming each field; pydantic's report and its traceback add nothing to it.
-        raise ValueError(f"invalid settings for profile {name!r}{where}: {problems}") from None
+        raise SettingsError(f"invalid settings for profile {name!r}{where}: {problems}") from None
 
 
 def read_settings(path: str | Path) -> dict:
-    """A settings file's mapping of sections, refused with its path when unreadable or naming an unknown one."""
-    return _read_mapping(Path(path), "settings file", tuple(PipelineConfig.model_fields))
+    """A settings file's mapping of sections, refused with its path when unreadable or naming an unknown one.
+    `profile` is refused too: a file cannot switch the profile it is merged onto (--profile / $ALIGNMENT_PROFILE
+    choose it), and dropping the key silently would run other settings than the file says."""
+    data = _read_mapping(Path(path), "settings file", tuple(PipelineConfig.model_fields))
+    if "profile" in data:
+        raise SettingsError(f"settings file {path}: a top-level `profile: {data['profile']}` is not a setting; "
+                            f"choose the profile with --profile or ${env.PROFILE}, and keep only sections "
+                            f"({', '.join(SECTIONS)}) in the file")
+    return data
 
 
 def _read_mapping(path: Path, what: str, allowed: tuple[str, ...], *, empty_ok: bool = False) -> dict:
     try:
         data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
     except OSError as exc:
-        raise ValueError(f"cannot read {what} {path}: {exc}") from exc
+        raise SettingsError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"{what} {path} is not valid YAML/JSON: {' '.join(str(exc).split())}") from None
+        raise SettingsError(f"{what} {path} is not valid YAML/JSON: {' '.join(str(exc).split())}") from None
     if data is None and empty_ok:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{what} {path} must hold a mapping of sections, got {type(data).__name__}")
+        raise SettingsError(f"{what} {path} must hold a mapping of sections, got {type(data).__name__}")
     unknown = set(data) - set(allowed)
     if unknown:
-        raise ValueError(f"{what} {path}: unknown section(s) {', '.join(sorted(map(str, unknown)))}; "
+        raise SettingsError(f"{what} {path}: unknown section(s) {', '.join(sorted(map(str, unknown)))}; "
                          f"known: {', '.join(allowed)}")
     return data
 
@@ -205,6 +216,6 @@ def _render(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["BackendSpec", "DEFAULT_PROFILE", "PROFILE_DIR", "PROFILES", "PipelineConfig", "SECTIONS",
+__all__ = ["BackendSpec", "DEFAULT_PROFILE", "PROFILE_DIR", "PROFILES", "PipelineConfig", "SECTIONS", "SettingsError",
            "describe_settings", "load_profile", "profile_names", "profile_overrides", "profile_path",
            "read_settings"]

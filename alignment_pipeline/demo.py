@@ -12,6 +12,7 @@ ends the `curriculum` parent run of a training run (its steps share it, and none
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -20,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
@@ -28,6 +30,7 @@ from alignment_pipeline.defs.partitions import prompt_batches
 from alignment_pipeline.defs.resources import PipelineResource
 from alignment_pipeline.paths import HomeLayout
 from alignment_pipeline.prompts.ingest import batch_key, list_inbox
+from alignment_pipeline.stopping import DemoStopped, Stopper, stop_on_signals, terminate_tree
 from alignment_pipeline.training.stages import MODELS
 
 DEMO_TAGS = {"alignment/entry": "demo"}
@@ -55,10 +58,11 @@ def home_instance(layout: HomeLayout) -> dg.DagsterInstance:
 class StepOutcome:
     what: str  # "batch <key>", "training", "benchmarks <checkpoint>"
     job: str  # the named job it ran (or would have run)
-    status: str  # ok | failed | skipped
+    status: str  # ok | failed | skipped | canceled (a stop signal interrupted it)
     run_id: str = ""
     seconds: float = 0.0
     error: str = ""  # failed: the user code's error (per failed Dagster step); skipped: why
+    notes: list[str] = field(default_factory=list)  # assets that ran without the data to train or evaluate
 
     @property
     def ok(self) -> bool:
@@ -73,6 +77,8 @@ class DemoSummary:
     ended: list[str] = field(default_factory=list)  # MLflow runs ended after their Dagster run (curriculum parents)
     lineage: str | None = None  # alignment_pipeline.summary.lineage_summary's text
     lineage_error: str | None = None  # why that text could not be made
+    stopped_by: int | None = None  # the signal (SIGTERM, SIGINT) that stopped the demo, if one did
+    not_run: list[str] = field(default_factory=list)  # steps a stop signal kept from starting
 
     @property
     def runs(self) -> list[tuple[str, str, bool]]:
@@ -208,6 +214,22 @@ def run_errors(result) -> str:
     return failure.message if failure is not None and failure.message else "the run failed"
 
 
+#: metadata keys of an asset that ran but lacked the data to train or evaluate (defs/training.py, reward.py,
+#: evaluation.py); their text says why
+SHORTFALL_KEYS = ("not_trained", "not_run")
+
+
+def shortfall_notes(result) -> list[str]:
+    """`<asset>: <why>` for each materialization of the run that says it trained or evaluated nothing."""
+    notes = []
+    for event in result.get_asset_materialization_events():
+        metadata = event.materialization.metadata
+        for key in SHORTFALL_KEYS:
+            if key in metadata:
+                notes.append(f"{event.asset_key.to_user_string()}: {key.replace('_', ' ')}: {metadata[key].value}")
+    return notes
+
+
 def _exception_text(exc: BaseException) -> str:
     seen: set[int] = set()
     while type(exc).__name__ in _WRAPPERS and exc.__cause__ is not None and id(exc) not in seen:
@@ -225,6 +247,12 @@ def quiet_libraries() -> Iterator[None]:
     with contextlib.suppress(ImportError):
         import mlflow  # noqa: F401  (configures its logger on import: do it before the level is set below)
     saved = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    # lm-eval, datasets and TRL draw tqdm bars of their own, outside transformers' switch, and tqdm reads
+    # TQDM_DISABLE only at import: the default of every bar is switched off instead (an explicit argument wins).
+    import tqdm.std
+
+    tqdm_init = tqdm.std.tqdm.__init__
+    tqdm.std.tqdm.__init__ = functools.partialmethod(tqdm_init, disable=True)
     bars = None
     try:
         from transformers.utils import logging as hf_logging
@@ -242,6 +270,7 @@ def quiet_libraries() -> Iterator[None]:
                 warnings.filterwarnings("ignore", module=rf"{module}(\.|$)")
             yield
     finally:
+        tqdm.std.tqdm.__init__ = tqdm_init
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
         if hf_logging is not None and bars:
@@ -262,12 +291,14 @@ def _lineage_text(pipeline: PipelineResource, summary: DemoSummary) -> None:
 
 
 def run_demo(pipeline: PipelineResource, *, report: Callable[[str], None] = print, log_level: str = "INFO",
-             quiet: bool = True) -> DemoSummary:
+             quiet: bool = True, log_file: Path | None = None) -> DemoSummary:
     """Every inbox batch, training, then benchmarks, each a run of its named job in the home's instance.
     `report` gets one line as each step starts and one as it ends. `log_level`: Dagster's console log level for
     the runs (INFO: the assets' own progress lines, without the framework's DEBUG events). `quiet`: library
-    info lines, warnings and progress bars off while it runs. Raises only before any run starts (no prompt
-    files in the inbox); a failed step is in the summary."""
+    info lines, warnings and progress bars off while it runs. `log_file`: everything the runs and libraries
+    print (stdout and stderr) goes there instead of the console; `report` must then write to a stream bound
+    before the call. Raises only before any run starts (no prompt files in the inbox); a failed step is in the
+    summary."""
     from filelock import FileLock, Timeout
 
     lock = FileLock(str(pipeline.layout().root / ".demo.lock"))
@@ -278,22 +309,82 @@ def run_demo(pipeline: PipelineResource, *, report: Callable[[str], None] = prin
         raise HomeBusy(f"another demo is running on the home {pipeline.layout().root} "
                        f"(lock {lock.lock_file}); wait for it or use another --home") from None
     try:
-        with quiet_libraries() if quiet else contextlib.nullcontext():
-            return _run_demo(pipeline, report=report, log_level=log_level)
+        with contextlib.ExitStack() as stack:
+            if quiet:
+                stack.enter_context(quiet_libraries())
+            if log_file is not None:
+                stack.enter_context(output_to(log_file))
+            with stop_on_signals() as stopper:
+                summary = DemoSummary()
+                try:
+                    return _run_demo(pipeline, report=report, log_level=log_level, stopper=stopper, summary=summary)
+                except DemoStopped as stop:
+                    return _stopped(pipeline, summary, stop.signum, report)
     finally:
         lock.release()
+
+
+# --- stopping when told (alignment_pipeline/stopping.py) -------------------------------------------------------
+
+
+def _stopped(pipeline: PipelineResource, summary: DemoSummary, signum: int, report: Callable[[str], None]
+             ) -> DemoSummary:
+    """After a stop signal: no step starts; what the running step left (torchrun, its workers, any child) is
+    terminated; runs of this process still STARTED, and the one the signal interrupted, are marked CANCELED and
+    their MLflow runs KILLED; one line says what was done and what was not."""
+    import signal as signals
+
+    summary.stopped_by = signum
+    name = signals.Signals(signum).name
+    killed = terminate_tree()
+    layout = pipeline.layout()
+    instance = home_instance(layout)
+    canceled = {s.run_id for s in summary.steps if s.status == "canceled" and s.run_id}
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        if _run_pid(instance, run.run_id) == os.getpid():
+            canceled.add(run.run_id)
+    for run_id in canceled:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status != dg.DagsterRunStatus.CANCELED:
+            instance.report_run_canceled(run, message=f"stopped by {name}; marked canceled by {ENDED_BY}")
+    try:
+        summary.ended += end_stale_mlflow_runs(instance, layout, killed=frozenset(canceled))
+    except Exception as exc:  # reported; the next demo start ends them
+        report(f"could not end the MLflow runs of the canceled run: {_exception_text(exc)}")
+    planned = [f"batch {b}" for b in summary.batches] + ["training"] + [f"benchmarks {c}" for c in MODELS]
+    seen = {s.what for s in summary.steps}
+    summary.not_run = [what for what in planned if what not in seen]
+    done = [s.what for s in summary.steps if s.status != "canceled"]
+    report(f"stopped by {name}: done {', '.join(done) or 'nothing'}; canceled "
+           f"{', '.join(s.what for s in summary.steps if s.status == 'canceled') or 'nothing'}; not run "
+           f"{', '.join(summary.not_run) or 'nothing'}"
+           + (f"; {len(killed)} process(es) of the step terminated" if killed else ""))
+    return summary
+
+
+@contextlib.contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """sys.stdout and sys.stderr appended to `path` for the duration: Dagster's console log, trainers' printed
+    logs and progress bars land in the log file, and the console keeps one line per step."""
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", buffering=1, encoding="utf-8") as stream, \
+            contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+        yield
 
 
 class HomeBusy(RuntimeError):
     """Another demo holds the home."""
 
 
-def _run_demo(pipeline: PipelineResource, *, report: Callable[[str], None], log_level: str) -> DemoSummary:
+def _run_demo(pipeline: PipelineResource, *, report: Callable[[str], None], log_level: str,
+              stopper: Stopper | None = None, summary: DemoSummary | None = None) -> DemoSummary:
     from alignment_pipeline.definitions import build_definitions
 
     layout = pipeline.layout()
     instance = home_instance(layout)
-    summary = DemoSummary()
+    stopper = stopper if stopper is not None else Stopper()
+    summary = summary if summary is not None else DemoSummary()
     summary.recovered = recover_stale_runs(instance, layout)
     for note in summary.recovered:
         report(note)
@@ -313,6 +404,7 @@ def _run_demo(pipeline: PipelineResource, *, report: Callable[[str], None], log_
         report(f"skipped {what}: {why}")
 
     def step(what: str, job: dg.UnresolvedAssetJobDefinition, partition_key: str | None = None):
+        stopper.check()  # a stop signal arrived: nothing more starts
         report(f"start {what} (job {job.name})")
         started = time.monotonic()
         result = None
@@ -325,8 +417,14 @@ def _run_demo(pipeline: PipelineResource, *, report: Callable[[str], None], log_
         else:
             ok = result.success
             outcome = StepOutcome(what, job.name, "ok" if ok else "failed", run_id=result.run_id,
-                                  error="" if ok else run_errors(result))
+                                  error="" if ok else run_errors(result), notes=shortfall_notes(result))
         outcome.seconds = round(time.monotonic() - started, 1)
+        if stopper.requested:  # the signal interrupted this run (Dagster's handlers had it): canceled, then stop
+            import signal as signals
+
+            outcome.status, outcome.error = "canceled", f"interrupted by {signals.Signals(stopper.signum).name}"
+            summary.steps.append(outcome)
+            raise DemoStopped(stopper.signum)
         summary.steps.append(outcome)
         try:  # runs a killed step left RUNNING
             summary.ended += end_stale_mlflow_runs(instance, layout)
@@ -335,6 +433,8 @@ def _run_demo(pipeline: PipelineResource, *, report: Callable[[str], None], log_
         report(f"{'done' if outcome.ok else 'FAILED'} {what} in {outcome.seconds:.1f}s"
                + (f" (run {outcome.run_id})" if outcome.run_id else "")
                + (f": {outcome.error}" if outcome.error else ""))
+        for note in outcome.notes:  # ran, but without the data to train or evaluate: said, never a plain success
+            report(f"  warning: {note}")
         return result
 
     batch_results = [step(f"batch {batch}", batch_lineage_job, batch) for batch in summary.batches]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from alignment_pipeline.sandbox.answers import is_clean
 from alignment_pipeline.warehouse.db import Warehouse
 
-_BENCHMARK_COLUMNS = ("hh", "hh_a", "moral_stories", "mic", "ethics", "truthfulqa_mc1")
+_BENCHMARK_COLUMNS = ("hh", "hh_a", "moral_stories", "ethics", "truthfulqa_mc1", "hh_preference", "mic_proxy")
 
 
 def paired_difference(before: Sequence[float], after: Sequence[float]) -> dict:
@@ -106,12 +106,32 @@ def lineage_summary(warehouse: Warehouse) -> str:
     lines.append("samples: " + (", ".join(f"{r['sample_type']} {r['samples']} ({r['prompts']} prompts)"
                                           for r in counts.iter_rows(named=True)) or "none"))
     lines += checkpoint_lines(warehouse)
-    table = warehouse.query("SELECT model, kind, " + ", ".join(_BENCHMARK_COLUMNS) + ", datasets "
-                            "FROM benchmark_table WHERE source = 'measured' ORDER BY evaluated_at, model")
-    if table.height:
-        lines.append("benchmarks (this run; HH/HH-A: judge 1-10, others: accuracy):")
-        lines.append("  " + f"{'model':<24} " + " ".join(f"{c:>13}" for c in _BENCHMARK_COLUMNS) + "  datasets")
-        for r in table.iter_rows(named=True):
-            lines.append("  " + f"{r['model']:<24} " + " ".join(f"{_fmt(r[c]):>13}" for c in _BENCHMARK_COLUMNS)
-                         + f"  {r['datasets']}")
+    lines += benchmark_lines(warehouse)
     return "\n".join(lines)
+
+
+def benchmark_lines(warehouse: Warehouse) -> list[str]:
+    """Each measured model's cells: value [95% interval] n, and for checkpoints Δ against base on the same items
+    (`*`: its interval excludes zero). mic_proxy is not MIC and is in no headline."""
+    fields = [f"{c}{s}" for c in _BENCHMARK_COLUMNS for s in ("", "_low", "_high", "_n", "_diff", "_sig")]
+    table = warehouse.query("SELECT model, kind, self_judged, datasets, " + ", ".join(fields) +
+                            " FROM benchmark_table WHERE source = 'measured' ORDER BY evaluated_at, model")
+    if not table.height:
+        return []
+    judged = any(table["self_judged"].drop_nulls().to_list())
+    lines = ["benchmarks (HH/HH-A: judge score 1-10" + (", self-judged" if judged else "") + "; hh_preference: "
+             "length-normalised accuracy; others: accuracy; value [95% interval] n, Δ vs base, * = interval "
+             "excludes 0; mic_proxy is not MIC):"]
+    lines.append("  " + f"{'model':<22} " + " ".join(f"{c:>26}" for c in _BENCHMARK_COLUMNS))
+    for r in table.iter_rows(named=True):
+        cells = []
+        for c in _BENCHMARK_COLUMNS:
+            if r[c] is None:
+                cells.append(f"{'—':>26}")
+                continue
+            text = f"{r[c]:.2f} [{_fmt(r[f'{c}_low'])},{_fmt(r[f'{c}_high'])}] {r[f'{c}_n']}"
+            if r["kind"] != "base" and r[f"{c}_diff"] is not None:
+                text += f" {r[f'{c}_diff']:+.2f}" + ("*" if r[f"{c}_sig"] else "")
+            cells.append(f"{text:>26}")
+        lines.append("  " + f"{r['model']:<22} " + " ".join(cells))
+    return lines

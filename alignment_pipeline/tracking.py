@@ -132,7 +132,8 @@ def start_run(home: HomeLayout, run_name: str, *, tags: Mapping[str, str] | None
         with mlflow.start_run(run_name=run_name, tags=all_tags, nested=nested) as run:
             if params:
                 # MLflow caps param values at 6000 chars; long values are truncated rather than failing the run.
-                mlflow.log_params({k: str(v)[:6000] for k, v in redact(params).items()})
+                # An unset setting (None) is left out: a row reading "None" tells nothing.
+                mlflow.log_params({k: str(v)[:6000] for k, v in redact(params).items() if v is not None})
             yield run
         status = "FINISHED"
     finally:
@@ -163,6 +164,15 @@ def log_metrics(metrics: Mapping[str, float], *, step: int | None = None) -> Non
     mlflow.log_metrics(dict(metrics), step=step)
 
 
+def last_logged_step(run_id: str, key: str) -> int:
+    """The highest step at which the run holds metric `key` (0 when none): where a resumed run's logging
+    continues without repeating a step."""
+    import mlflow
+
+    history = mlflow.MlflowClient().get_metric_history(run_id, key)
+    return max((m.step for m in history), default=0)
+
+
 def log_trainer_history(log_history: list[dict]) -> float | None:
     """A Hugging Face / TRL trainer's `state.log_history` on the active run (numbers as `train/<key>` at their step);
     returns the run's final `train_loss` (None when it logged none)."""
@@ -190,9 +200,11 @@ def set_tag(key: str, value: str) -> None:
     mlflow.set_tag(key, value)
 
 
-def log_and_register(model_dir: Path, *, run_id: str, name: str, tags: dict[str, str]) -> str:
+def log_and_register(model_dir: Path, *, run_id: str, name: str, tags: dict[str, str],
+                     description: str | None = None) -> str:
     """Log the saved model directory as the active run's `model` artifact and register it as a new version of
-    `name`, tagged with its lineage. Returns "name/version".
+    `name`, tagged with its lineage. `description` (what it was trained on, how, for how long) describes the
+    version and, as the newest, the registered model. Returns "name/version".
 
     The directory is logged as plain artifacts (it loads with `from_pretrained` after download) and the
     version is created with the registry client: this needs no network and no flavor-specific packaging."""
@@ -202,13 +214,35 @@ def log_and_register(model_dir: Path, *, run_id: str, name: str, tags: dict[str,
     mlflow.log_artifacts(str(model_dir), artifact_path="model")
     client = mlflow.MlflowClient()
     try:
-        client.create_registered_model(name)
+        client.create_registered_model(name, description=description)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+        if description:
+            client.update_registered_model(name, description=description)
     version = client.create_model_version(name, source=f"{mlflow.get_artifact_uri('model')}", run_id=run_id,
-                                          tags=tags)
+                                          tags=tags, description=description)
     return f"{name}/{version.version}"
+
+
+# A directory being written before it is renamed into place (checkpointing.save_final_model's `.tmp-model-<pid>`)
+_STAGING_DIR = re.compile(r"^\.tmp-(.+)-\d+$")
+
+
+def model_reference(model: str | Path, home: HomeLayout) -> str:
+    """How a tag names a model: a hub id or project reference (`tiny:...`) as given; a directory in the home by its
+    place there (`checkpoints/stage1_imitation/model`), so that the tag means the same on every machine; a staging
+    directory by the name it is renamed to."""
+    text = str(model)
+    if not Path(text).is_absolute():
+        return text
+    parts = [(_STAGING_DIR.match(p).group(1) if _STAGING_DIR.match(p) else p) for p in Path(text).parts]
+    path = Path(*parts)
+    root = home.root.resolve()
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def parent_run(home: HomeLayout, run_name: str, *, tags: Mapping[str, str], uri: str | None = None) -> str:
@@ -260,6 +294,31 @@ def end_run(home: HomeLayout, run_id: str, status: str = "FINISHED", *, note: st
 
 # Where `mlflow ui` serves by default: the link a run in the home's local store gets.
 LOCAL_UI = "http://127.0.0.1:5000"
+
+
+# The experiment's training runs as one flat list: with a search filter and a sort other than by date the UI shows
+# child runs at the top level instead of folded under their `curriculum` parent; every stage, baseline and the
+# reward model carries `checkpoint_kind`, the grouping parents do not.
+TRAINING_RUNS_FILTER = "tags.checkpoint_kind LIKE '%'"
+TRAINING_RUNS_ORDER = "tags.`mlflow.runName`"
+
+
+def experiment_url(home: HomeLayout, uri: str | None = None) -> str | None:
+    """The browser address of the experiment's training runs list (Model training view, runs unfolded, ordered by
+    name); None before the experiment exists."""
+    from urllib.parse import urlencode
+
+    import mlflow
+
+    resolved = tracking_uri(home, uri)
+    if resolved == f"sqlite:///{home.mlflow_db}" and not home.mlflow_db.exists():
+        return None
+    experiment = mlflow.MlflowClient(resolved).get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return None
+    server = resolved.rstrip("/") if resolved.startswith("http") else LOCAL_UI
+    query = urlencode({"searchFilter": TRAINING_RUNS_FILTER, "orderByKey": TRAINING_RUNS_ORDER, "orderByAsc": "true"})
+    return f"{server}/#/experiments/{experiment.experiment_id}/runs?{query}"
 
 
 def run_url(home: HomeLayout, run_id: str, uri: str | None = None) -> str:

@@ -42,3 +42,37 @@ def smollm2_dir(tmp_path_factory):
     from alignment_pipeline.llm.models import resolve_model_path
 
     return resolve_model_path(SMOLLM2, tmp_path_factory.mktemp("real-models"))
+
+
+def fresh_env(tmp, **extra: str) -> dict:
+    """The environment of a new user: a fresh user home and pipeline home under `tmp`, offline, none of the test
+    process's own pipeline settings."""
+    from pathlib import Path
+
+    tmp = Path(tmp)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALIGNMENT_", "DAGSTER_HOME"))}
+    user = tmp / "user"
+    user.mkdir(parents=True, exist_ok=True)
+    return {**env, "HOME": str(user), "ALIGNMENT_HOME": str(tmp / "alignment"), "PYTHONUNBUFFERED": "1",
+            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "DAGSTER_DISABLE_TELEMETRY": "1", **extra}
+
+
+SMOKE_DEMO = "alignment-pipeline --profile smoke demo"
+
+
+@pytest.fixture(scope="session")
+def smoke_demo(tmp_path_factory):
+    """The README's `alignment-pipeline --profile smoke demo`, run once from the project folder (its inbox:
+    assets/prompts/) on a fresh home: (home, env, the completed process, seconds). Tests of the lineage read the
+    home it leaves."""
+    import subprocess
+    import time
+    from pathlib import Path
+
+    tmp = tmp_path_factory.mktemp("smoke-demo")
+    env = fresh_env(tmp)
+    started = time.monotonic()
+    done = subprocess.run(SMOKE_DEMO, shell=True, cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=900)
+    return tmp / "alignment", env, done, time.monotonic() - started

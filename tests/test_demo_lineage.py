@@ -1,6 +1,7 @@
-"""The main job end to end: `run_demo` materializes every asset of the lineage through Dagster, on the smoke
-profile shrunk by a settings file (a 2×2 world of scripted agents, two optimizer steps, two items per task) so
-it fits the test budget. The full-size smoke demo is the same code path with the profile's own numbers."""
+"""The main job end to end: what the README's smoke demo materializes through Dagster (every asset of the lineage,
+checks, MLflow runs), and a world too small to rank anything degrading instead of failing. SETTINGS shrink the
+smoke profile (a 2×2 world of scripted agents, two optimizer steps, two items per task) for the tests that run a
+demo of their own."""
 
 import json
 from pathlib import Path
@@ -12,7 +13,6 @@ from typer.testing import CliRunner
 from alignment_pipeline.cli import app
 from alignment_pipeline.defs.resources import PipelineResource
 from alignment_pipeline.demo import home_instance, run_demo
-from alignment_pipeline.prompts.ingest import batch_key
 from alignment_pipeline.training.stages import MODELS as CHECKPOINTS
 
 SETTINGS = {
@@ -28,31 +28,18 @@ SETTINGS = {
 }
 
 
-@pytest.fixture
-def pipeline(home, tmp_path):
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    rows = ["Is it ever right to lie to protect a friend?", "How can I get into my neighbour's wifi?",
-            "Why are some people better at maths?", "What is a good way to learn to cook?",
-            "Should I report a coworker who takes long breaks?"]
-    (inbox / "batch_a.jsonl").write_text("".join(json.dumps({"prompt": r}) + "\n" for r in rows))
-    settings = tmp_path / "settings.json"
-    settings.write_text(json.dumps(SETTINGS))
-    return PipelineResource(home=str(home), inbox=str(inbox), settings_file=str(settings))
-
-
 @pytest.mark.slow
-def test_demo_materializes_the_whole_lineage(pipeline):
-    summary = run_demo(pipeline, report=lambda _msg: None)
-    assert summary.success, summary.runs
-    assert [what for what, _, _ in summary.runs] == (
-        [f"batch {batch_key(pipeline.inbox_dir() / 'batch_a.jsonl')}", "training"] + [f"benchmarks {c}" for c in CHECKPOINTS])
-
+def test_demo_materializes_the_whole_lineage(smoke_demo):
+    """What the README's smoke demo (run once per session by the `smoke_demo` fixture) left in its home."""
+    home, env, done, _seconds = smoke_demo
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    pipeline = PipelineResource(home=str(home), profile="smoke")
     instance = home_instance(pipeline.layout())
+    runs = instance.get_runs()
     # Through the named jobs, so Dagster's overview shows them (not __ephemeral_asset_job__).
-    assert [instance.get_run_by_id(run_id).job_name for _, run_id, _ in summary.runs] == (
-        ["batch_lineage", "training"] + ["benchmarks"] * len(CHECKPOINTS))
-    expected = {"seed_prompts", "sandbox_transcripts", "scored_revisions", "alignment_samples",
+    assert sorted(r.job_name for r in runs) == sorted(["batch_lineage", "training"] + ["benchmarks"] * len(CHECKPOINTS))
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    expected = {"seed_prompts", "sandbox_transcripts", "scored_revisions", "alignment_samples", "reward_model",
                 "benchmark_tables", *(f"checkpoints/{c}" for c in CHECKPOINTS if c != "base")}
     materialized = {key.to_user_string() for key in instance.get_asset_keys()}
     assert expected <= materialized
@@ -66,14 +53,15 @@ def test_demo_materializes_the_whole_lineage(pipeline):
     assert failed_checks == []
 
     warehouse = pipeline.warehouse()
-    assert warehouse.count("sandbox_interactions") == 4  # 2×2 agents, 1 round
-    assert warehouse.count("scored_revisions") == 4
-    assert warehouse.count("alignment_samples", "sample_type = 'imitation'") > 0
+    interactions = warehouse.count("sandbox_interactions")
+    assert interactions == 18  # the smoke world: 3×3 agents, 2 rounds
+    assert warehouse.count("scored_revisions") == interactions
+    assert all(warehouse.count("alignment_samples", f"sample_type = '{t}'") > 0
+               for t in ("imitation", "self_critique", "realignment"))
     trained = warehouse.query("SELECT name, steps, mlflow_run_id FROM checkpoints ORDER BY name")
-    assert set(trained["name"]) == set(CHECKPOINTS) - {"base"}
-    table = warehouse.named_query("benchmark_table").filter(source="measured")
-    assert set(table["model"]) == set(CHECKPOINTS)
-    assert table["ethics"].drop_nulls().len() == len(CHECKPOINTS)
+    assert set(trained["name"]) == set(CHECKPOINTS) - {"base"} and trained["mlflow_run_id"].null_count() == 0
+    measured = set(warehouse.query("SELECT DISTINCT checkpoint FROM benchmark_results")["checkpoint"])
+    assert measured == set(CHECKPOINTS)
 
     # MLflow: runs live under the home, nested under one curriculum run of the training job.
     import mlflow
@@ -87,15 +75,17 @@ def test_demo_materializes_the_whole_lineage(pipeline):
     # Nothing left RUNNING, the curriculum parent included (it ends with its training run).
     assert {r.info.run_name: r.info.status for r in runs if r.info.status != "FINISHED"} == {}
 
-    # The demo again adds nothing: the sandbox resumes a complete world, samples are replaced in place.
-    again = run_demo(pipeline, report=lambda _msg: None)
+    # The batch again adds nothing: the sandbox resumes a complete world, samples are replaced in place.
+    from alignment_pipeline.definitions import build_definitions
+    from alignment_pipeline.defs.jobs import batch_lineage_job
+
+    batch = next(r.tags["dagster/partition"] for r in instance.get_runs() if r.job_name == "batch_lineage")
+    samples = warehouse.count("alignment_samples")
+    again = build_definitions().resolve_job_def(batch_lineage_job.name).execute_in_process(
+        instance=instance, partition_key=batch, resources={"pipeline": pipeline}, raise_on_error=False)
     assert again.success
-    assert again.recovered == []  # the first demo left nothing RUNNING
-    assert not mlflow.search_runs(experiment_names=["alignment_pipeline"], filter_string="attributes.status = 'RUNNING'",
-                                  output_format="list")
-    assert warehouse.count("sandbox_interactions") == 4
-    runner = CliRunner()
-    printed = runner.invoke(app, ["--home", pipeline.home, "sql", "--name", "benchmark_table", "--format", "json"])
+    assert (warehouse.count("sandbox_interactions"), warehouse.count("alignment_samples")) == (interactions, samples)
+    printed = CliRunner().invoke(app, ["--home", str(home), "sql", "--name", "benchmark_table", "--format", "json"])
     assert printed.exit_code == 0, printed.output
     assert {row["model"] for row in json.loads(printed.output)} >= set(CHECKPOINTS)
 

@@ -3,6 +3,7 @@ written, in a subprocess on a fresh home, or is named below with the one place t
 script, or hardware this machine does not have). A command added to the README without an entry here fails
 `test_every_readme_command_is_accounted_for`."""
 
+import contextlib
 import json
 import os
 import re
@@ -15,13 +16,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import SMOKE_DEMO, fresh_env
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 CI_SCRIPT = ROOT / ".ci" / "run"
 
-SMOKE_DEMO = "alignment-pipeline --profile smoke demo"
 DEMO = "alignment-pipeline demo"
+DAGSTER_HOME_DIR = "mkdir -p .alignment/dagster"
 DAGSTER_DEV = "ALIGNMENT_HOME=$PWD/.alignment DAGSTER_HOME=$PWD/.alignment/dagster dagster dev -w workspace.yaml"
 INGEST = "alignment-pipeline ingest my_prompts.jsonl other.csv"
 # Read-only commands on the home of a finished smoke demo (run from a fresh working directory).
@@ -35,7 +37,7 @@ ON_A_DEMO_HOME = (
     "alignment-pipeline export --format grouped --out exports/",
     "alignment-pipeline export --format sppo --out exports/",
 )
-RUN_HERE = (SMOKE_DEMO, DEMO, DAGSTER_DEV, INGEST, *ON_A_DEMO_HOME)
+RUN_HERE = (SMOKE_DEMO, DEMO, DAGSTER_HOME_DIR, DAGSTER_DEV, INGEST, *ON_A_DEMO_HOME)
 # Commands run elsewhere, each with where and why.
 RUN_ELSEWHERE = {
     'pip install -e ".[dev]"': "the CI script's install step runs it exactly (asserted below)",
@@ -56,7 +58,7 @@ def readme_commands() -> list[str]:
 
 def _gpu_or_server_commands() -> dict[str, str]:
     """Commands that need hardware or a server this machine cannot have, by pattern, with the reason."""
-    return {}
+    return {r"^CUDA_VISIBLE_DEVICES=[\d,]+ vllm serve ": "the paper profile's model servers: vLLM on GPUs"}
 
 
 def test_every_readme_command_is_accounted_for():
@@ -74,28 +76,8 @@ def test_the_ci_script_runs_the_readme_install_and_test_commands_exactly():
     assert lines[-1] == "python -m pytest -q"  # its exit status is the CI's
 
 
-def _env(tmp: Path, **extra: str) -> dict:
-    """A fresh user home and pipeline home; the test process's own pipeline settings do not leak in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALIGNMENT_", "DAGSTER_HOME"))}
-    user = tmp / "user"
-    user.mkdir(exist_ok=True)
-    return {**env, "HOME": str(user), "ALIGNMENT_HOME": str(tmp / "alignment"), "PYTHONUNBUFFERED": "1",
-            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "DAGSTER_DISABLE_TELEMETRY": "1", **extra}
-
-
 def _run(command: str, *, cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def smoke_demo(tmp_path_factory):
-    """`alignment-pipeline --profile smoke demo` from the project folder (its inbox: assets/prompts/) on a fresh home."""
-    tmp = tmp_path_factory.mktemp("readme-smoke")
-    env = _env(tmp)
-    started = time.monotonic()
-    done = _run(SMOKE_DEMO, cwd=ROOT, env=env, timeout=600)
-    return tmp, env, done, time.monotonic() - started
 
 
 @pytest.mark.slow
@@ -103,7 +85,7 @@ def test_the_smoke_demo_trains_and_benchmarks_everything(smoke_demo):
     from alignment_pipeline.training.stages import CHECKPOINT_KINDS, MODELS
     from alignment_pipeline.warehouse import Warehouse
 
-    tmp, _env, done, seconds = smoke_demo
+    home, _env, done, seconds = smoke_demo
     printed = done.stdout + done.stderr
     assert done.returncode == 0, printed[-6000:]
     lines = [" ".join(line.split()) for line in done.stdout.splitlines()]
@@ -113,7 +95,7 @@ def test_the_smoke_demo_trains_and_benchmarks_everything(smoke_demo):
     assert any(line.startswith("sandbox: ") for line in lines) and any(line.startswith("samples: ") for line in lines)
     assert any(line.startswith("done: ") for line in lines)
     assert "it/s]" not in printed and " - INFO - " not in printed  # one line per step: the rest is in the log
-    warehouse = Warehouse(tmp / "alignment" / "warehouse.duckdb")
+    warehouse = Warehouse(home / "warehouse.duckdb")
     rows = warehouse.query("SELECT name, steps, note FROM checkpoints").to_dicts()
     assert sorted(r["name"] for r in rows) == sorted(CHECKPOINT_KINDS)
     assert all(r["steps"] > 0 and r["note"] is None for r in rows), rows
@@ -139,7 +121,7 @@ def test_readme_commands_on_the_demo_home(smoke_demo, command, tmp_path):
 def test_readme_ingest_command(tmp_path):
     (tmp_path / "my_prompts.jsonl").write_text(json.dumps({"prompt": "How do I apologise to a friend?"}) + "\n")
     (tmp_path / "other.csv").write_text("prompt\nIs it fair to split a bill evenly?\n")
-    out = _run(INGEST, cwd=tmp_path, env=_env(tmp_path), timeout=120)
+    out = _run(INGEST, cwd=tmp_path, env=fresh_env(tmp_path), timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "my_prompts.jsonl" in out.stdout and "other.csv" in out.stdout
 
@@ -156,8 +138,12 @@ def test_readme_dagster_dev_command_serves_the_definitions(tmp_path):
     if not _free(3000):
         pytest.fail("port 3000, dagster dev's default, is taken on this machine")
     shutil.copy(ROOT / "workspace.yaml", tmp_path / "workspace.yaml")
-    proc = subprocess.Popen(["bash", "-c", DAGSTER_DEV], cwd=tmp_path, env=_env(tmp_path), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = fresh_env(tmp_path)
+    assert _run(DAGSTER_HOME_DIR, cwd=tmp_path, env=env, timeout=30).returncode == 0
+    log = tmp_path / "dagster-dev.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["bash", "-c", DAGSTER_DEV], cwd=tmp_path, env=env, start_new_session=True,
+                                stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline, body = time.monotonic() + 150, None
         while time.monotonic() < deadline and proc.poll() is None:
@@ -173,39 +159,45 @@ def test_readme_dagster_dev_command_serves_the_definitions(tmp_path):
             except (OSError, ValueError, KeyError):
                 pass
             time.sleep(1)
-        assert proc.poll() is None, "dagster dev exited"
+        assert proc.poll() is None, f"dagster dev exited: {log.read_text()[-3000:]}"
         jobs = {j["name"] for node in body["data"]["repositoriesOrError"]["nodes"] for j in node["jobs"]}
         assert {"batch_lineage", "training", "benchmarks"} <= jobs, body
         assert (tmp_path / ".alignment" / "dagster").is_dir()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
 @pytest.mark.slow
-def test_the_default_demo_starts_on_the_real_model(tmp_path):
+def test_the_default_demo_starts_on_the_real_model(tmp_path, smollm2_dir):
     """`alignment-pipeline demo` as written, until the real SmolLM2-135M-Instruct has drafted the first round's
-    answers in the sandbox (the whole default demo takes minutes more than a test may); then stopped."""
-    env = _env(tmp_path)
+    answers (the whole default demo takes ten minutes more than a test may); then stopped. The home is fresh but
+    for the model directory, which the `smollm2_dir` fixture built from the package by the same code the demo
+    runs on first use (building it twice would only repeat that)."""
+    env = fresh_env(tmp_path)
     home = tmp_path / "alignment"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "smollm2-135m-instruct").symlink_to(smollm2_dir)
     proc = subprocess.Popen(DEMO, shell=True, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     drafted = None
     try:
-        deadline = time.monotonic() + 420
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None and drafted is None:
-            time.sleep(2)
+            time.sleep(1)
             for log in (home / "logs").glob("demo-*.log") if (home / "logs").is_dir() else ():
+                # logged once every agent's draft is written, as the neighbours' feedback starts
                 drafted = re.search(r"round 0: feedback from \d+ neighbours", log.read_text(errors="replace"))
         assert drafted, f"no drafts within the deadline (exit {proc.poll()})"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         first = proc.communicate(timeout=30)[0]
     assert first.startswith("profile small, home "), first[:500]
-    model = home / "models" / "smollm2-135m-instruct"
-    assert (model / "config.json").is_file() and json.loads((model / "config.json").read_text())["num_hidden_layers"] == 30
-    print(f"default demo: real-model drafts logged at {drafted.group(0)!r}")
+    log = next((home / "logs").glob("demo-*.log")).read_text()
+    assert "round 0: drafts for 9 agents" in log, log[-3000:]  # the small profile's 3×3 world

@@ -212,12 +212,16 @@ def test_outdated_or_missing_schema_is_reported_not_migrated(tmp_path):
 def test_check_read_only_uses_the_parser():
     for ok in ("SELECT 'DELETE FROM t; --'", "select 1;", "VALUES (1)", "EXPLAIN SELECT 1", "EXPLAIN ANALYZE SELECT 1",
                "EXPLAIN (ANALYZE, FORMAT json) SELECT 1", "SELECT 1; SELECT 2",
-               "/* a */ EXPLAIN /* b */ ANALYZE -- c\n SELECT 1"):
+               "/* a */ EXPLAIN /* b */ ANALYZE -- c\n SELECT 1", "PIVOT t ON a", "PIVOT t ON a USING sum(b)",
+               "SELECT * FROM (PIVOT t ON a USING sum(b)) -- CREATE", "WITH p AS (PIVOT t ON a) FROM p"):
         check_read_only(ok)
     for bad, kind in (("SELECT '--'; COPY t TO 'x.csv'", "COPY"), ("EXPLAIN ANALYZE COPY t TO 'x.csv'", "EXPLAIN COPY"),
                       ("EXPLAIN DELETE FROM t", "EXPLAIN DELETE"),
                       ("EXPLAIN /* SELECT */ ANALYZE -- SELECT\n COPY t TO 'x.csv'", "EXPLAIN COPY"), ("SET threads = 1", "SET"),
-                      ("FORCE CHECKPOINT", "CALL"), ("LOAD httpfs", "LOAD"), ("PIVOT t ON a", "MULTI")):
+                      ("FORCE CHECKPOINT", "CALL"), ("LOAD httpfs", "LOAD"),
+                      ("CREATE TABLE z AS PIVOT t ON a", "MULTI"), ("INSERT INTO t PIVOT t ON a", "MULTI"),
+                      ("COPY (PIVOT t ON a) TO 'x.csv'", "MULTI"), ("EXPLAIN PIVOT t ON a", "MULTI"),
+                      ("WITH p AS (PIVOT t ON a) INSERT INTO t FROM p", "MULTI")):
         with pytest.raises(ReadOnlyViolation, match=f"refused: {kind} statement"):
             check_read_only(bad)
     with pytest.raises(WarehouseError, match="empty"):

@@ -178,12 +178,13 @@ def test_two_processes_match_one_with_the_same_effective_batch(tmp_path):
 def test_launch_command_and_env(tmp_path):
     command = launch_command("dpo", nproc_per_node=4, base_model="/m", parent_run_id="p1", dagster_run_id="d1",
                              python="py")
-    assert command[:6] == ["py", "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node"]
-    assert command[6:8] == ["4", "--standalone"]
-    assert command[8:] == ["-m", "alignment_pipeline.training.launch", "--kind", "dpo", "--base-model", "/m",
+    assert command[:7] == ["py", "-m", "alignment_pipeline.training.guard", "torch.distributed.run", "--nnodes", "1",
+                           "--nproc_per_node"]
+    assert command[7:9] == ["4", "--standalone"]
+    assert command[9:] == ["-m", "alignment_pipeline.training.launch", "--kind", "dpo", "--base-model", "/m",
                            "--parent-run-id", "p1", "--dagster-run-id", "d1"]
     fixed = launch_command("sft", nproc_per_node=2, master_port=29511, python="py")
-    assert fixed[6:11] == ["2", "--master_addr", "127.0.0.1", "--master_port", "29511"]
+    assert fixed[7:12] == ["2", "--master_addr", "127.0.0.1", "--master_port", "29511"]
     env = launch_env(profile="paper", home=tmp_path, settings_file=None, inbox=None)
     assert env == {"ALIGNMENT_PROFILE": "paper", "ALIGNMENT_HOME": str(tmp_path.resolve())}
 

@@ -48,6 +48,10 @@ def test_stage_is_tracked_and_registered(home, tmp_path):
     assert params["objective"] == "stable_alignment" and params["learning_rate"] == "0.003"
     assert params["peak_learning_rate"] == "0.003"  # the rate it trained at, whichever setting gave it
     assert params["samples_batches"] == "batch-7" and params["margin"] == "1.0"
+    # Its own objective's settings only: no other method's, no section with runs of its own, nothing unset.
+    foreign = ("dpo_", "sppo_", "rrhf_", "coh_", "sft_", "rlhf.", "reward_model.", "lora_", "master_port")
+    assert not [k for k in params if k.startswith(foreign)]
+    assert params["stable_alignment_learning_rate"] == "2e-05" and "None" not in params.values()
     steps = 16 // 4
     for name in ("train/loss", "train/sft", "train/hinge", "train/active_margin_share", "train/lr",
                  "train/grad_norm", "perf/tokens_per_s", "perf/peak_memory_mb"):
@@ -62,6 +66,10 @@ def test_stage_is_tracked_and_registered(home, tmp_path):
     name, version = result.registered_model.split("/")
     mv = client.get_model_version(name, version)
     assert mv.run_id == result.mlflow_run_id
+    # Described by what it learned with, from which data, for how long, from what.
+    assert mv.description == client.get_registered_model(name).description
+    assert mv.description.startswith(f"stage-under-test: Stable Alignment loss on 16 prompt groups of samples batch "
+                                      f"batch-7; {steps} optimizer steps from tiny:tiny-64")
     assert mv.tags["samples_batches"] == "batch-7" and mv.tags["objective"] == "stable_alignment"
     # the registered artifact is a loadable model
     local = mlflow.artifacts.download_artifacts(mv.source, dst_path=str(tmp_path / "dl"))
@@ -123,3 +131,13 @@ def test_curriculum_from_the_warehouse(home, tmp_path):
     for kind, run in runs.items():
         assert run.info.run_name == kind and run.info.status == "FINISHED"
         assert run.data.tags["dagster_run_id"] == "r1" and run.data.tags["checkpoint_kind"] == kind
+    # Each run holds its own objective's settings: DPO's beta on the DPO run, the contrastive margin on the stages.
+    dpo, stage1, sft = (runs[k].data.params for k in ("dpo", "stage1_imitation", "sft"))
+    assert "dpo_beta" in dpo and "margin" not in dpo and "sppo_eta" not in dpo
+    assert "margin" in stage1 and "dpo_beta" not in stage1
+    assert "margin" not in sft and "dpo_beta" not in sft and "sft_learning_rate" in sft
+    # A chained stage's registered model names its start by its place in the home, not by a machine's path.
+    stage2 = client.get_model_version(*results["stage2_self_critique"].registered_model.split("/"))
+    assert stage2.tags["base_model"] == "checkpoints/stage1_imitation/model"
+    assert runs["stage2_self_critique"].data.params["base_model"] == "checkpoints/stage1_imitation/model"
+    assert "from checkpoints/stage1_imitation/model" in stage2.description

@@ -1,4 +1,6 @@
-"""benchmark_tables: lm-eval tasks and judge-scored HH / HH-A for one checkpoint per partition."""
+"""benchmark_tables: the multiple-choice tasks (lm-eval's prompts on the shipped test splits) and judge-scored
+HH / HH-A for one checkpoint per partition, every cell with n, its 95% interval and its paired difference from
+base."""
 
 import tempfile
 from pathlib import Path
@@ -32,9 +34,10 @@ def benchmark_tables(context: dg.AssetExecutionContext, pipeline: PipelineResour
         evaluate_checkpoint,
         log_metrics_to_run,
     )
+    from alignment_pipeline.evaluation.not_run import forget_results
     from alignment_pipeline.evaluation.report import benchmark_frame, identical_measured_rows
     from alignment_pipeline.llm.models import resolve_model_path
-    from alignment_pipeline.training.lineage import checkpoint_row
+    from alignment_pipeline.training.lineage import checkpoint_row, not_trained_note
     from alignment_pipeline.training.reward_model import reward_model_row
 
     checkpoint, config, home, warehouse = (context.partition_key, pipeline.config(), pipeline.layout(),
@@ -44,15 +47,20 @@ def benchmark_tables(context: dg.AssetExecutionContext, pipeline: PipelineResour
         model_path = resolve_model_path(config.training.base_model, home.models)
     else:
         row = checkpoint_row(warehouse, checkpoint)
-        if row is None:
-            raise dg.Failure(f"checkpoint {checkpoint!r} has not been trained yet")
+        note = not_trained_note(row)
+        if note is not None:  # its own rows would be its starting model's: stated instead of measured twice
+            removed = forget_results(warehouse, checkpoint)
+            context.log.warning(f"benchmarks of {checkpoint} not run: {note}")
+            return dg.MaterializeResult(metadata={"not_run": f"checkpoint {checkpoint} was not trained: {note}",
+                                                  "stale_rows_removed": removed})
         model_path, run_id = row["path"], row["mlflow_run_id"]
     # The RLHF baseline's reward model, once trained, scores the HH / HH-A answers as an extra judge.
     reward = reward_model_row(warehouse)
+    base_models = [config.training.base_model, resolve_model_path(config.training.base_model, home.models)]
     report = evaluate_checkpoint(warehouse, checkpoint=checkpoint, kind=checkpoint_kind(checkpoint),
                                  model_path=model_path, config=config.evaluation,
                                  judge=pipeline.backend(config.evaluation.judge),
-                                 reward_model_path=reward["path"] if reward else None)
+                                 reward_model_path=reward["path"] if reward else None, base_models=base_models)
     logged = log_metrics_to_run(run_id, report.rows, home=home)
     with tempfile.TemporaryDirectory() as tmp:
         chart = png_markdown(benchmark_chart_png(warehouse, Path(tmp) / "bench.png"), "benchmarks")

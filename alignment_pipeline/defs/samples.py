@@ -21,10 +21,15 @@ from alignment_pipeline.samples.checks import SAMPLE_CHECKS
 )
 def alignment_samples(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     from alignment_pipeline.samples.build import build_samples
+    from alignment_pipeline.samples.config import SAMPLE_TYPES
+    from alignment_pipeline.samples.preview import sample_preview
 
     batch, config, warehouse = context.partition_key, pipeline.config().samples, pipeline.warehouse()
     report = build_samples(warehouse, batch, config)
+    preview = sample_preview(warehouse, batch)
+    values = {**report.metadata(), **({"sample_preview": dg.MetadataValue.md(preview)} if preview else {})}
+    first = ("samples", *(f"count_{t}" for t in SAMPLE_TYPES), "sample_preview", *(f"share_{t}" for t in SAMPLE_TYPES))
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": sum(report.counts.values()), **plain_metadata(report.metadata())},
+        metadata={"dagster/row_count": sum(report.counts.values()), **plain_metadata(values, first=first)},
         check_results=check_results(run_checks(SAMPLE_CHECKS, warehouse=warehouse, batch=batch, config=config)),
     )

@@ -7,6 +7,7 @@ import dagster as dg
 
 from alignment_pipeline.checks import run_checks
 from alignment_pipeline.defs.common import (
+    RATING_SCALE,
     batch_asset,
     check_results,
     check_specs,
@@ -35,11 +36,28 @@ def sandbox_transcripts(context: dg.AssetExecutionContext, pipeline: PipelineRes
     outcomes = run_checks(TRANSCRIPT_CHECKS, warehouse=warehouse, batch=batch, config=config)
     quality = sandbox_quality(warehouse, batch)
     shown = ("clean_share", "feedback_parsed_share", "neighbours_disagree_share")
+    values = {**report.metadata(), **{k: quality[k] for k in shown}, **_preview(warehouse, batch)}
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": report.interactions, **plain_metadata(report.metadata()),
-                  **plain_metadata({k: quality[k] for k in shown})},
+        metadata={"dagster/row_count": report.interactions, **plain_metadata(
+            values, rename=_RENAME,
+            first=("interactions", "mean_feedback_rating", *shown, "transcript_preview", "feedback_ratings",
+                   "null_feedback_ratings"))},
         check_results=check_results(outcomes),
     )
+
+
+_RENAME = {"mean_feedback_rating": f"mean_feedback_rating{RATING_SCALE}", "seconds": "wall_seconds",
+           "alignment": f"alignment_change{RATING_SCALE}", "engagement": f"engagement_change{RATING_SCALE}",
+           **{f"mean_{d}_{t}": f"mean_{d}_{t}{RATING_SCALE}" for d in ("alignment", "engagement")
+              for t in ("before", "after")}}
+
+
+def _preview(warehouse, batch: str) -> dict:
+    """`transcript_preview`: three interactions as people read them (none without interactions)."""
+    from alignment_pipeline.sandbox.preview import transcript_preview
+
+    text = transcript_preview(warehouse, batch, n=3)
+    return {"transcript_preview": dg.MetadataValue.md(text)} if text else {}
 
 
 @batch_asset(
@@ -58,12 +76,13 @@ def scored_revisions(context: dg.AssetExecutionContext, pipeline: PipelineResour
     with tempfile.TemporaryDirectory() as tmp:
         histogram = png_markdown(rating_histogram_png(warehouse, batch, Path(tmp) / "ratings.png"),
                                  "observer alignment before and after")
+    # alignment and engagement: revision minus draft, paired over interactions, with a 95% t interval
+    values = {**{k: quality[k] for k in ("alignment", "engagement", "observer_parsed_share")}, **report.metadata(),
+              "rating_histogram": histogram, **_preview(warehouse, batch)}
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": warehouse.count("scored_revisions", "batch = ?", [batch]),
-                  "rating_histogram": histogram, **plain_metadata(report.metadata()),
-                  # revision minus draft, paired over interactions, with a 95% t interval
-                  **plain_metadata({f"{k}_after_minus_before": v for k, v in quality.items()
-                                    if k in ("alignment", "engagement")}),
-                  "observer_parsed_share": quality["observer_parsed_share"]},
+        metadata={"dagster/row_count": warehouse.count("scored_revisions", "batch = ?", [batch]), **plain_metadata(
+            values, rename=_RENAME,
+            first=("alignment", "engagement", "share_improved", "mean_alignment_before", "mean_alignment_after",
+                   "mean_engagement_before", "mean_engagement_after", "rating_histogram", "transcript_preview"))},
         check_results=check_results(run_checks(SCORED_REVISION_CHECKS, warehouse=warehouse, batch=batch)),
     )

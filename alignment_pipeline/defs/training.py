@@ -2,15 +2,19 @@
 
 import dagster as dg
 
+from alignment_pipeline.checks import run_checks
 from alignment_pipeline.defs.common import (
     DUCKDB_POOL,
     DUCKDB_TAG,
     TRAINING_STAGE,
+    check_results,
+    check_specs,
     mlflow_run_metadata,
     plain_metadata,
     png_markdown,
 )
 from alignment_pipeline.defs.resources import PipelineResource
+from alignment_pipeline.training.checks import CHECKPOINT_CHECKS
 from alignment_pipeline.training.stages import CHECKPOINTS, Checkpoint
 
 
@@ -24,7 +28,7 @@ def _checkpoint_asset(entry: Checkpoint) -> dg.AssetsDefinition:
     @dg.asset(
         name=kind, key_prefix="checkpoints", deps=deps, group_name="training",
         kinds={"pytorch", "mlflow"}, tags=TRAINING_STAGE, op_tags=DUCKDB_TAG, pool=DUCKDB_POOL,
-        description=entry.description,
+        description=entry.description, check_specs=check_specs(dg.AssetKey(["checkpoints", kind]), CHECKPOINT_CHECKS),
     )
     def _train(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         return train_checkpoint(context, pipeline, kind)
@@ -33,6 +37,21 @@ def _checkpoint_asset(entry: Checkpoint) -> dg.AssetsDefinition:
 
 
 def train_checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineResource, kind: str) -> dg.MaterializeResult:
+    """Train (or record as not trained) the checkpoint, then say what ran, first, and check it from its
+    `checkpoints` row (every path, torchrun's included, has written it by then)."""
+    from alignment_pipeline.training.checks import what_ran
+    from alignment_pipeline.training.lineage import checkpoint_row
+
+    result = _materialize_checkpoint(context, pipeline, kind)
+    warehouse = pipeline.warehouse()
+    outcomes = run_checks(CHECKPOINT_CHECKS, warehouse=warehouse, checkpoint=kind)
+    return result._replace(
+        metadata={"ran": what_ran(checkpoint_row(warehouse, kind)), **(result.metadata or {})},
+        check_results=[*(result.check_results or []), *check_results(outcomes)])
+
+
+def _materialize_checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                            kind: str) -> dg.MaterializeResult:
     from alignment_pipeline import tracking
     from alignment_pipeline.training.curriculum import (
         missing_data,
@@ -61,10 +80,23 @@ def train_checkpoint(context: dg.AssetExecutionContext, pipeline: PipelineResour
     result = train_stage(warehouse, spec, base_model=base, parent_checkpoint=spec.parent, config=config,
                          home=home, parent_run_id=parent_run, tags=tags)
     return dg.MaterializeResult(metadata={
-        **plain_metadata(result.metadata()),
+        **checkpoint_metadata(result.metadata()),
         "loss_curve": png_markdown(result.loss_curve_png, f"{kind} loss"),
         **mlflow_run_metadata(home, result.mlflow_run_id),
     })
+
+
+# The figures a reader looks for first; the rest follow in the trainer's order.
+_KEY_FIGURES = ("steps", "loss", "loss_last10", "sft", "hinge", "hinge_fired_steps", "active_margin_share",
+                "groups", "groups_multi_response_share", "groups_ranked_share", "reward_accuracy", "train_seconds")
+
+
+def checkpoint_metadata(values: dict) -> dict:
+    """A trained checkpoint's result as people read it: its metrics without the `metric/` prefix, key figures
+    first; the run id and the curve's file left out (the run is a link, the curve an image)."""
+    flat = {k.removeprefix("metric/"): v for k, v in values.items()
+            if k not in ("mlflow_run_id", "loss_curve_png")}
+    return plain_metadata(flat, first=_KEY_FIGURES)
 
 
 def _train_with_torchrun(context: dg.AssetExecutionContext, pipeline: PipelineResource, kind: str, *, base: str,

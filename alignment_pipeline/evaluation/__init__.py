@@ -1,7 +1,9 @@
-"""Benchmarks for every checkpoint: lm-eval tasks (harness), judge-scored HH / HH-A (judge), stored in
-benchmark_results (results) and shown as the paper-style table (report).
+"""Benchmarks for every checkpoint on the real test splits shipped in assets/benchmarks/ (data), with lm-eval's
+prompts and metrics (choice_tasks) scored by a shared-context scorer (loglik), judge-scored HH / HH-A (judge),
+intervals and paired comparisons with base (stats), stored in benchmark_* tables (results) and shown as the
+paper-style table (report).
 
-Names are imported on first use: lm-eval, transformers and matplotlib load only when evaluation runs.
+Names are imported on first use: transformers and matplotlib load only when evaluation runs.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import importlib
 _EXPORTS = {
     "EvaluationConfig": "config",
     "MetricRow": "metrics",
-    "BENCHMARKS": "catalog", "JUDGE_TASKS": "catalog", "resolve_tasks": "catalog", "tasks_dir": "catalog",
-    "builtin_dataset_cached": "catalog",
+    "CHOICE_TASKS": "choice_tasks",
+    "JUDGE_TASKS": "results",
+    "BenchmarkDataError": "data",
     "run_lm_eval": "harness",
-    "judge_hh": "judge", "run_hh": "judge", "score_answers": "judge", "Judgement": "judge", "HHResult": "judge",
+    "score_answers": "judge", "Judgement": "judge", "HHResult": "judge",
     "EvalReport": "results", "evaluate_checkpoint": "results", "write_results": "results",
     "log_metrics_to_run": "results", "validate_kind": "results", "checkpoint_kind": "results",
     "benchmark_markdown": "report", "benchmark_chart_png": "report", "benchmark_frame": "report",

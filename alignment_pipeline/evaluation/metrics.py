@@ -6,21 +6,24 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from alignment_pipeline.evaluation.catalog import DatasetSource
+DATASET_SOURCES = ("real", "proxy", "fixture")
 
 
 @dataclass(frozen=True)
 class MetricRow:
-    task: str  # truthfulqa_mc1 | ethics_cm | moral_stories | mic | hh | hh_a | another lm-eval task
-    metric: str  # acc, acc_norm, score, score_std, unscored, ...
+    task: str  # truthfulqa_mc1 | ethics_cm | ... | hh | hh_a | another lm-eval task
+    metric: str  # acc, acc_norm, score, score_expected, win_rate, unscored, ...
     value: float | None  # None only when nothing could be measured (e.g. every judgement was NULL)
     stderr: float | None
     n: int  # items behind the value
-    dataset_source: DatasetSource
+    dataset_source: str  # real | proxy (fixture: rows of the former stand-ins only)
+    ci_low: float | None = None  # 95% interval
+    ci_high: float | None = None
+    ci_method: str | None = None  # wilson | bootstrap
 
     def __post_init__(self) -> None:
-        if self.dataset_source not in ("real", "fixture"):
-            raise ValueError(f"{self.task}/{self.metric}: dataset_source must be real or fixture, "
+        if self.dataset_source not in DATASET_SOURCES:
+            raise ValueError(f"{self.task}/{self.metric}: dataset_source must be one of {DATASET_SOURCES}, "
                              f"got {self.dataset_source!r}")
         if self.value is not None and not math.isfinite(self.value):
             raise ValueError(f"{self.task}/{self.metric}: value {self.value} is not finite")

@@ -1,4 +1,8 @@
-"""The benchmark table for people: markdown (Dagster metadata, README, CLI) and a bar chart PNG."""
+"""The benchmark table for people: markdown (Dagster metadata, README, CLI) and a bar chart PNG with 95% intervals.
+
+A measured cell reads `value [low, high] n=N`, then, for a checkpoint other than base, `Δ diff [low, high]` against
+base on the same items, marked `*` where that interval excludes zero. HH / HH-A say `self-judged` when the judge is
+the evaluated model or its base. mic_proxy is not MIC: its own column, never in a headline."""
 
 from __future__ import annotations
 
@@ -12,8 +16,10 @@ from alignment_pipeline.warehouse.db import Warehouse
 # (column of the benchmark_table view, heading in the paper's table)
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("hh", "HH"), ("hh_a", "HH-A"), ("moral_stories", "Moral Stories"), ("mic", "MIC"), ("ethics", "ETHICS"),
-    ("truthfulqa_mc1", "TruthfulQA MC1"),
+    ("truthfulqa_mc1", "TruthfulQA MC1"), ("hh_preference", "HH preference"), ("mic_proxy", "MIC proxy (not MIC)"),
 )
+MEASURED_ONLY = ("hh_preference", "mic_proxy")  # the paper has no such column
+PAPER_ONLY = ("mic",)  # the paper's MIC; never measured here
 JUDGE_COLUMNS = ("hh", "hh_a")  # 1..10; the rest are accuracies in 0..1
 CHART_WIDTH_PX, CHART_DPI = 1100, 110
 
@@ -32,7 +38,7 @@ def benchmark_frame(warehouse: Warehouse, *, include_paper: bool = True) -> pl.D
 
 
 def benchmark_markdown(warehouse: Warehouse, *, include_paper: bool = True) -> str:
-    """The pivot as a markdown table shaped like the paper's: measured values as `value ± stderr`, the
+    """The pivot as a markdown table shaped like the paper's: measured cells with n, interval and Δ (above), the
     paper's rows marked `paper`, the data behind our rows (real, fixture or both) in the last column. When
     measured rows show the same value on every benchmark, a warning line comes first (see
     `identical_measured_rows`)."""
@@ -42,7 +48,8 @@ def benchmark_markdown(warehouse: Warehouse, *, include_paper: bool = True) -> s
     for row in frame.iter_rows(named=True):
         cells = [_escape(row["model"]), row["kind"], row["source"]]
         for column, _ in COLUMNS:
-            cells.append(_cell(row[column], row[f"{column}_stderr"], digits=_digits(column, row["source"])))
+            cells.append(_measured_cell(row, column) if row["source"] == "measured"
+                         else _cell(row[column], None, digits=_digits(column, row["source"])))
         cells.append(row["datasets"] or "")
         lines.append("| " + " | ".join(cells) + " |")
     if frame.height == 0:
@@ -75,6 +82,26 @@ def _identical(frame: pl.DataFrame) -> list[list[str]]:
     return [models for models in groups.values() if len(models) > 1]
 
 
+def _measured_cell(row: dict, column: str) -> str:
+    value = row.get(column)
+    if value is None:
+        return _MISSING
+    digits = _digits(column, "measured")
+    text = f"{value:.{digits}f}"
+    if row.get(f"{column}_low") is not None:
+        text += f" [{row[f'{column}_low']:.{digits}f}, {row[f'{column}_high']:.{digits}f}]"
+    text += f" n={row.get(f'{column}_n')}"
+    if row.get(f"{column}_diff") is not None and row["kind"] != "base":
+        text += f"; Δ {row[f'{column}_diff']:+.{digits}f}"
+        if row.get(f"{column}_diff_low") is not None:
+            text += f" [{row[f'{column}_diff_low']:+.{digits}f}, {row[f'{column}_diff_high']:+.{digits}f}]"
+        if row.get(f"{column}_sig"):
+            text += "*"
+    if column in JUDGE_COLUMNS and row.get("self_judged"):
+        text += " (self-judged)"
+    return text
+
+
 def _digits(column: str, source: str) -> int:
     return 2 if column in JUDGE_COLUMNS or source == "paper" else 3
 
@@ -103,7 +130,7 @@ def benchmark_chart_png(warehouse: Warehouse, path: str | Path, *, include_paper
         for m, row in enumerate(models):
             xs = [i - 0.4 + width * (m + 0.5) for i in range(len(columns))]
             values = [row[c] if row[c] is not None else math.nan for c, _ in columns]
-            errors = [row[f"{c}_stderr"] or 0.0 for c, _ in columns]
+            errors = [[_below(row, c) for c, _ in columns], [_above(row, c) for c, _ in columns]]
             ax.bar(xs, values, width, yerr=errors, color=cmap(m % 20),
                    hatch="//" if row["source"] == "paper" else None, edgecolor="black", linewidth=0.3,
                    label=f"{row['model']} ({row['source']})" if ax is axes[0] else None)
@@ -115,7 +142,7 @@ def benchmark_chart_png(warehouse: Warehouse, path: str | Path, *, include_paper
         axes[1].text(0.5, 0.5, "no results yet", ha="center", va="center", transform=axes[1].transAxes)
     else:
         fig.legend(loc="lower center", ncol=min(4, len(models)), fontsize=7, frameon=False)
-    fig.suptitle("Benchmarks (hatched: reported in the paper)")
+    fig.suptitle("Benchmarks with 95% intervals (hatched: reported in the paper; MIC proxy is not MIC)")
     fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(models) / 4), 1, 0.95))
     fig.savefig(out, dpi=CHART_DPI)
     plt.close(fig)
@@ -123,6 +150,16 @@ def benchmark_chart_png(warehouse: Warehouse, path: str | Path, *, include_paper
 
 
 _MISSING = "–"
+
+
+def _below(row: dict, column: str) -> float:
+    low = row.get(f"{column}_low")
+    return row[column] - low if low is not None and row[column] is not None else 0.0
+
+
+def _above(row: dict, column: str) -> float:
+    high = row.get(f"{column}_high")
+    return high - row[column] if high is not None and row[column] is not None else 0.0
 
 
 def _cell(value: float | None, stderr: float | None, *, digits: int) -> str:

@@ -1,5 +1,5 @@
-"""Evaluate one checkpoint end to end and store it: lm-eval tasks, HH and HH-A, into benchmark_results and
-benchmark_judgements (a checkpoint's rows replaced in one transaction), and onto its MLflow run."""
+"""Evaluate one checkpoint end to end and store it: every task on one loaded model, per-item results, cells with
+their intervals and the paired comparison with the base model, in one transaction, and onto its MLflow run."""
 
 from __future__ import annotations
 
@@ -12,28 +12,47 @@ from datetime import datetime, timezone
 
 import polars as pl
 
-from alignment_pipeline.evaluation.catalog import JUDGE_TASKS, resolve_tasks
+from alignment_pipeline.evaluation.choice_eval import ItemResult, run_choice_task
+from alignment_pipeline.evaluation.choice_tasks import CHOICE_TASKS
 from alignment_pipeline.evaluation.config import EvaluationConfig
-from alignment_pipeline.evaluation.harness import run_lm_eval
-from alignment_pipeline.evaluation.judge import HHResult, Judgement, run_hh
+from alignment_pipeline.evaluation.judge import (
+    REWARD_MODEL_METRIC,
+    HHResult,
+    Judgement,
+    generate_answers,
+    interval_row,
+    pairwise_wins,
+    reward_model_scores,
+    score_answers,
+    summarise,
+)
 from alignment_pipeline.evaluation.metrics import MetricRow
+from alignment_pipeline.evaluation.stats import paired_difference
 from alignment_pipeline.llm.base import LLMBackend
 from alignment_pipeline.warehouse.db import Warehouse, insert_frame
 
 logger = logging.getLogger("alignment_pipeline.evaluation")
 
+JUDGE_TASKS = ("hh", "hh_a")
+BINARY_METRICS = ("acc", "acc_norm")
 KINDS_HELP = "base, baseline, reference, or a stage name starting with 'stage'"
 _KIND = re.compile(r"^(base|baseline|reference|stage.*)$")
 
 RESULT_SCHEMA = {
     "checkpoint": pl.String, "kind": pl.String, "task": pl.String, "metric": pl.String, "value": pl.Float64,
-    "stderr": pl.Float64, "n": pl.Int32, "dataset_source": pl.String, "model_path": pl.String,
-    "judge_model": pl.String, "evaluated_at": pl.Datetime("us"),
+    "stderr": pl.Float64, "n": pl.Int32, "ci_low": pl.Float64, "ci_high": pl.Float64, "ci_method": pl.String,
+    "dataset_source": pl.String, "model_path": pl.String, "judge_model": pl.String, "self_judged": pl.Boolean,
+    "evaluated_at": pl.Datetime("us"),
 }
 JUDGEMENT_SCHEMA = {
-    "checkpoint": pl.String, "task": pl.String, "item_id": pl.String, "request": pl.String, "answer": pl.String,
-    "score": pl.Float64, "score_argmax": pl.Int32, "method": pl.String, "null_reason": pl.String,
-    "judge_calls": pl.Int32, "judge_model": pl.String, "evaluated_at": pl.Datetime("us"),
+    "checkpoint": pl.String, "task": pl.String, "file": pl.String, "item_id": pl.Int32, "request": pl.String,
+    "answer": pl.String, "score": pl.Float64, "score_expected": pl.Float64, "method": pl.String,
+    "null_reason": pl.String, "judge_calls": pl.Int32, "win": pl.Float64, "judge_model": pl.String,
+    "self_judged": pl.Boolean, "evaluated_at": pl.Datetime("us"),
+}
+ITEM_SCHEMA = {
+    "checkpoint": pl.String, "task": pl.String, "metric": pl.String, "file": pl.String, "item_id": pl.Int32,
+    "prediction": pl.String, "value": pl.Float64, "correct": pl.Boolean, "evaluated_at": pl.Datetime("us"),
 }
 
 
@@ -47,7 +66,10 @@ class EvalReport:
     judge_model: str | None
     evaluated_at: datetime
     rows_written: int
-    seconds: dict[str, float] = field(default_factory=dict)  # lm_eval, hh, hh_a
+    seconds: dict[str, float] = field(default_factory=dict)  # per task, load, ...
+    self_judged: bool = False
+    seeded_removed: dict[str, int] = field(default_factory=dict)  # hh / hh_a -> prompts left out
+    items: list[ItemResult] = field(default_factory=list)
 
     def value(self, task: str, metric: str) -> float | None:
         for row in self.rows:
@@ -59,12 +81,16 @@ class EvalReport:
         """Plain JSON-able values for display: every metric as `bench/<task>/<metric>` plus context."""
         meta: dict = {
             "checkpoint": self.checkpoint, "kind": self.kind, "model_path": self.model_path,
-            "judge_model": self.judge_model, "evaluated_at": self.evaluated_at.isoformat(),
-            "rows_written": self.rows_written,
+            "judge_model": self.judge_model, "self_judged": self.self_judged,
+            "evaluated_at": self.evaluated_at.isoformat(), "rows_written": self.rows_written,
             "dataset_sources": {r.task: r.dataset_source for r in self.rows},
+            "seeded_prompts_removed": self.seeded_removed,
         }
         for row in self.rows:
             meta[f"bench/{row.task}/{row.metric}"] = row.value
+            meta[f"bench/{row.task}/{row.metric}/n"] = row.n
+            if row.ci_low is not None:
+                meta[f"bench/{row.task}/{row.metric}/ci95"] = [round(row.ci_low, 4), round(row.ci_high, 4)]
         for phase, seconds in self.seconds.items():
             meta[f"seconds/{phase}"] = round(seconds, 2)
         return meta
@@ -78,7 +104,7 @@ def validate_kind(kind: str) -> str:
 
 def checkpoint_kind(name: str) -> str:
     """The benchmark kind of a model: `base`; its role in training/stages.py (`stage` for a curriculum stage,
-    whose model column names it as the paper's rows do; `baseline`); any other trained model is a `baseline`."""
+    `baseline`); any other trained model is a `baseline`."""
     from alignment_pipeline.training.stages import CHECKPOINT_KINDS, checkpoint
 
     if name == "base":
@@ -88,85 +114,197 @@ def checkpoint_kind(name: str) -> str:
 
 def evaluate_checkpoint(warehouse: Warehouse, *, checkpoint: str, kind: str, model_path: str,
                         config: EvaluationConfig, judge: LLMBackend, now: datetime | None = None,
-                        reward_model_path: str | None = None) -> EvalReport:
-    """Run `config.tasks` on the model at `model_path`: lm-eval tasks through `run_lm_eval`, `hh` / `hh_a`
-    through the judge (and, given `reward_model_path`, through that reward model too: rows `reward_model_score`).
-    Then, in one transaction, replace this checkpoint's rows of the evaluated tasks in
-    benchmark_results and benchmark_judgements (other tasks' rows stay, relabelled to `kind`)."""
+                        reward_model_path: str | None = None, base_models: Sequence[str] = ()) -> EvalReport:
+    """Run `config.tasks` on the model at `model_path`, loaded once: multiple-choice tasks by the shared-context
+    scorer, `hh` / `hh_a` answered by it and scored by `judge` (the base model's stored answers as the pairwise
+    opponent; given `reward_model_path`, that reward model's scores too). `base_models` name the base model: a
+    judge named like it, or like the evaluated model, makes the judge rows `self_judged`. Then, in one
+    transaction, this checkpoint's rows of the evaluated tasks are replaced and its comparison with base
+    recomputed (every checkpoint's, when it is base)."""
     validate_kind(kind)
     if not checkpoint:
         raise ValueError("checkpoint must be a non-empty name")
-    lm_tasks = [t for t in config.tasks if t not in JUDGE_TASKS]
-    judge_tasks = [t for t in config.tasks if t in JUDGE_TASKS]
-    resolve_tasks(lm_tasks)  # unknown offline names fail here, before any model is loaded
+    choice = [t for t in config.tasks if t in CHOICE_TASKS]
+    judged = [t for t in config.tasks if t in JUDGE_TASKS]
+    other = [t for t in config.tasks if t not in CHOICE_TASKS and t not in JUDGE_TASKS]
     seconds: dict[str, float] = {}
     rows: list[MetricRow] = []
-    if lm_tasks:
-        started = time.perf_counter()
-        rows += run_lm_eval(model_path, lm_tasks, limit=config.limit, batch_size=config.batch_size,
-                            device=config.device)
-        seconds["lm_eval"] = time.perf_counter() - started
+    items: list[ItemResult] = []
     results: list[HHResult] = []
-    if judge_tasks:
+    seeded_removed: dict[str, int] = {}
+    self_judged = bool(judged) and judge.model_name in {model_path, checkpoint, *base_models}
+    if choice or judged:
+        from alignment_pipeline.evaluation.loglik import LoglikScorer
         from alignment_pipeline.llm.hf import HFBackend
 
-        generator = HFBackend(model_path, device=config.device, batch_size=config.generation_batch_size)
+        started = time.perf_counter()
+        model = HFBackend(model_path, device=config.device, batch_size=config.generation_batch_size)
+        seconds["load"] = time.perf_counter() - started
         try:
-            for task in judge_tasks:
+            scorer = LoglikScorer(model.model, model.tokenizer)
+            for task in choice:
                 started = time.perf_counter()
-                results.append(run_hh(
-                    None, judge, adversarial=JUDGE_TASKS[task], limit=config.hh_limit,
-                    max_new_tokens=config.max_new_tokens, generator=generator,
-                    max_reasks=config.judge_max_reasks, prompts_path=config.hh_prompts_file,
-                    prefixes_path=config.hh_prefixes_file))
+                task_rows, task_items = run_choice_task(scorer, task, limit=config.limit, seed=config.seed)
+                rows += task_rows
+                items += task_items
                 seconds[task] = time.perf_counter() - started
+            answered = {}
+            for task in judged:
+                started = time.perf_counter()
+                selected, removed = _judge_items(warehouse, task, config)
+                seeded_removed[task] = removed
+                answered[task] = (selected, generate_answers(model, selected, max_new_tokens=config.max_new_tokens))
+                seconds[f"{task}/answers"] = time.perf_counter() - started
         finally:
-            generator.close()
-        rows += [row for result in results for row in result.rows]
+            model.close()
+        for task in judged:
+            started = time.perf_counter()
+            selected, answers = answered[task]
+            judgements = _judge(warehouse, judge, task, selected, answers, config,
+                                compare=config.pairwise and checkpoint != "base")
+            task_rows = summarise(task, judgements, seed=config.seed)
+            results.append(HHResult(task, task_rows, judgements, judge.model_name))
+            rows += task_rows
+            items += _judgement_items(task, judgements)
+            seconds[f"{task}/judge"] = time.perf_counter() - started
         if reward_model_path and results:
-            from alignment_pipeline.evaluation.judge import reward_model_rows
             from alignment_pipeline.training.reward_model import RewardScorer
 
             started = time.perf_counter()
-            scorer = RewardScorer(reward_model_path, device=config.device, batch_size=config.generation_batch_size)
-            rows += [row for result in results for row in reward_model_rows(result, scorer)]
+            rm = RewardScorer(reward_model_path, device=config.device, batch_size=config.generation_batch_size)
+            for result in results:
+                scores = reward_model_scores(result.judgements, rm)
+                rows.append(interval_row(result.task, REWARD_MODEL_METRIC, scores, seed=config.seed))
+                items += [ItemResult(result.task, REWARD_MODEL_METRIC, j.file, j.item_id, None, s, None)
+                          for j, s in zip(result.judgements, scores, strict=True)]
             seconds["reward_model"] = time.perf_counter() - started
+    if other:
+        from alignment_pipeline.evaluation.harness import run_lm_eval
+
+        started = time.perf_counter()
+        rows += run_lm_eval(model_path, other, limit=config.limit, batch_size=config.batch_size, device=config.device)
+        seconds["lm_eval"] = time.perf_counter() - started
     evaluated_at = now or datetime.now(timezone.utc).replace(tzinfo=None)
-    judge_model = judge.model_name if judge_tasks else None
     written = write_results(warehouse, checkpoint=checkpoint, kind=kind, model_path=model_path, rows=rows,
-                            hh_results=results, evaluated_at=evaluated_at, tasks=config.tasks)
-    return EvalReport(checkpoint, kind, model_path, rows, {r.task: r.judgements for r in results}, judge_model,
-                      evaluated_at, written, seconds)
+                            hh_results=results, evaluated_at=evaluated_at, tasks=config.tasks, items=items,
+                            self_judged=self_judged)
+    return EvalReport(checkpoint, kind, model_path, rows, {r.task: r.judgements for r in results},
+                      judge.model_name if judged else None, evaluated_at, written, seconds, self_judged,
+                      seeded_removed, items)
+
+
+def _judge_items(warehouse: Warehouse, task: str, config: EvaluationConfig):
+    from alignment_pipeline.evaluation.data import sample_ids
+    from alignment_pipeline.evaluation.hh_data import hh_a_items, hh_items
+
+    seeded = warehouse.query("SELECT text FROM prompts")["text"].to_list()
+    built = (hh_items if task == "hh" else hh_a_items)(seeded)
+    picks = sample_ids(task, list(range(len(built.items))), config.hh_limit, config.seed)
+    return [built.items[k] for k in picks], built.seeded_removed
+
+
+def _judge(warehouse: Warehouse, judge: LLMBackend, task: str, items, answers, config: EvaluationConfig, *,
+           compare: bool) -> list[Judgement]:
+    """Judgements, reusing any stored judgement of the same answer by the same judge (the base model's are
+    computed once), then the pairwise wins against the base model's stored answers."""
+    stored = warehouse.query(
+        "SELECT file, item_id, answer, score, score_expected, method FROM benchmark_judgements "
+        "WHERE task = ? AND judge_model = ? AND score IS NOT NULL", [task, judge.model_name])
+    known = {(r["file"], r["item_id"], r["answer"]): r for r in stored.iter_rows(named=True)}
+    todo = [k for k, (i, a) in enumerate(zip(items, answers, strict=True)) if (i.file, i.item_id, a) not in known]
+    fresh = iter(score_answers(judge, [items[k] for k in todo], [answers[k] for k in todo],
+                               max_reasks=config.judge_max_reasks)) if todo else iter(())
+    judgements = []
+    for k, (item, answer) in enumerate(zip(items, answers, strict=True)):
+        if k in todo:
+            judgements.append(next(fresh))
+        else:
+            r = known[(item.file, item.item_id, answer)]
+            judgements.append(Judgement(item.file, item.item_id, item.request, answer, r["score"],
+                                        r["score_expected"], r["method"], None, 0))
+    if not compare:
+        return judgements
+    base = warehouse.query("SELECT file, item_id, answer FROM benchmark_judgements WHERE checkpoint = 'base' "
+                           "AND task = ?", [task])
+    base_answers = {(r["file"], r["item_id"]): r["answer"] for r in base.iter_rows(named=True)}
+    wins = pairwise_wins(judge, items, answers, [base_answers.get((i.file, i.item_id)) for i in items])
+    return [Judgement(**{**j.as_dict(), "win": w}) for j, w in zip(judgements, wins, strict=True)]
+
+
+def _judgement_items(task: str, judgements: Sequence[Judgement]) -> list[ItemResult]:
+    out = []
+    for j in judgements:
+        for metric, value in (("score", j.score), ("score_expected", j.score_expected), ("win_rate", j.win)):
+            if value is not None or metric == "score":
+                out.append(ItemResult(task, metric, j.file, j.item_id, None if value is None else f"{value:g}",
+                                      value, None))
+    return out
 
 
 def write_results(warehouse: Warehouse, *, checkpoint: str, kind: str, model_path: str | None,
                   rows: Sequence[MetricRow], hh_results: Sequence[HHResult], evaluated_at: datetime,
-                  tasks: Sequence[str]) -> int:
-    """Replace `checkpoint`'s rows of `tasks` (the stored task names) in benchmark_results and
-    benchmark_judgements, in one transaction. Returns the benchmark_results rows written."""
+                  tasks: Sequence[str], items: Sequence[ItemResult] = (), self_judged: bool = False) -> int:
+    """Replace `checkpoint`'s rows of `tasks` in benchmark_results, benchmark_judgements and benchmark_items, and
+    its comparisons with base (all checkpoints' when it is base), in one transaction. Returns the
+    benchmark_results rows written."""
     validate_kind(kind)
-    stored_tasks = sorted({t.removeprefix("ap_") for t in tasks} | {r.task for r in rows})
+    stored_tasks = sorted(set(tasks) | {r.task for r in rows})
     judge_of = {r.task: r.judge_model for r in hh_results}
     results = pl.DataFrame([
         {"checkpoint": checkpoint, "kind": kind, "task": r.task, "metric": r.metric, "value": r.value,
-         "stderr": r.stderr, "n": r.n, "dataset_source": r.dataset_source, "model_path": model_path,
-         "judge_model": judge_of.get(r.task), "evaluated_at": evaluated_at}
+         "stderr": r.stderr, "n": r.n, "ci_low": r.ci_low, "ci_high": r.ci_high, "ci_method": r.ci_method,
+         "dataset_source": r.dataset_source, "model_path": model_path, "judge_model": judge_of.get(r.task),
+         "self_judged": self_judged and r.task in judge_of, "evaluated_at": evaluated_at}
         for r in rows
     ], schema=RESULT_SCHEMA)
     judgements = pl.DataFrame([
         {"checkpoint": checkpoint, "task": res.task, **j.as_dict(), "judge_model": res.judge_model,
-         "evaluated_at": evaluated_at}
+         "self_judged": self_judged, "evaluated_at": evaluated_at}
         for res in hh_results for j in res.judgements
     ], schema=JUDGEMENT_SCHEMA)
+    per_item = pl.DataFrame([
+        {"checkpoint": checkpoint, "task": i.task, "metric": i.metric, "file": i.file, "item_id": i.item_id,
+         "prediction": i.prediction, "value": i.value, "correct": i.correct, "evaluated_at": evaluated_at}
+        for i in items
+    ], schema=ITEM_SCHEMA)
     placeholders = ", ".join("?" for _ in stored_tasks) or "NULL"
     with warehouse.transaction() as con:
-        con.execute(f"DELETE FROM benchmark_results WHERE checkpoint = ? AND task IN ({placeholders})",
-                    [checkpoint, *stored_tasks])
-        con.execute(f"DELETE FROM benchmark_judgements WHERE checkpoint = ? AND task IN ({placeholders})",
-                    [checkpoint, *stored_tasks])
+        for table in ("benchmark_results", "benchmark_judgements", "benchmark_items", "benchmark_comparisons"):
+            con.execute(f"DELETE FROM {table} WHERE checkpoint = ? AND task IN ({placeholders})",
+                        [checkpoint, *stored_tasks])
         con.execute("UPDATE benchmark_results SET kind = ? WHERE checkpoint = ?", [kind, checkpoint])
         written = insert_frame(con, "benchmark_results", results)
         insert_frame(con, "benchmark_judgements", judgements)
+        insert_frame(con, "benchmark_items", per_item)
+        others = [checkpoint] if checkpoint != "base" else [
+            c for (c,) in con.execute("SELECT DISTINCT checkpoint FROM benchmark_items WHERE checkpoint <> 'base'")
+            .fetchall()]
+        for other in others:
+            write_comparisons(con, other, evaluated_at)
+    return written
+
+
+def write_comparisons(con, checkpoint: str, evaluated_at: datetime) -> int:
+    """(Re)compute `checkpoint` − base on the items both have, per task and metric."""
+    pairs = con.execute(
+        "SELECT c.task, c.metric, b.value AS base, c.value AS other FROM benchmark_items c "
+        "JOIN benchmark_items b ON b.checkpoint = 'base' AND b.task = c.task AND b.metric = c.metric "
+        "AND b.file = c.file AND b.item_id = c.item_id "
+        "WHERE c.checkpoint = ? AND c.value IS NOT NULL AND b.value IS NOT NULL ORDER BY c.file, c.item_id",
+        [checkpoint]).fetchall()
+    grouped: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
+    for task, metric, base, other in pairs:
+        b, o = grouped.setdefault((task, metric), ([], []))
+        b.append(base)
+        o.append(other)
+    con.execute("DELETE FROM benchmark_comparisons WHERE checkpoint = ?", [checkpoint])
+    written = 0
+    for (task, metric), (base, other) in grouped.items():
+        d = paired_difference(base, other, binary=metric in BINARY_METRICS)
+        con.execute("INSERT INTO benchmark_comparisons VALUES (?, ?, ?, 'base', ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [checkpoint, task, metric, d.n, d.diff, d.low, d.high, d.p_value, d.test, d.excludes_zero,
+                     evaluated_at])
+        written += 1
     return written
 
 

@@ -1,8 +1,11 @@
 """OpenAIBackend: any OpenAI-compatible chat completions server (vLLM, llama.cpp, OpenAI, Ollama) over httpx.
 
 Requests of one batch run concurrently, bounded by a semaphore; timeouts, connection errors, 429 and 5xx are
-retried with exponential backoff and jitter. The API key comes from an environment variable only and never
-appears in logs, errors or repr."""
+retried with exponential backoff and jitter. `timeout_s` is a total deadline per attempt (connect, send and the
+whole body), not a read timeout, so a server trickling bytes cannot hold a request open; the retries of one
+request are bounded in count (`max_retries`) and in total time (`retry_budget_s`). A reply of the wrong shape
+is an LLMRequestError naming the model, the server and the field. The API key comes from an environment
+variable only and never appears in logs, errors or repr."""
 
 from __future__ import annotations
 
@@ -82,12 +85,15 @@ class OpenAIBackend(LLMBackend):
 
     def __init__(self, model: str, *, base_url: str, api_key_env: str = "OPENAI_API_KEY",
                  max_concurrency: int = 8, timeout_s: float = 60, max_retries: int = 5,
-                 backoff_base_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
+                 backoff_base_s: float = 0.5, backoff_max_s: float = 30.0,
+                 retry_budget_s: float | None = None) -> None:
         super().__init__()
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if not (math.isfinite(float(timeout_s)) and timeout_s > 0):
+            raise ValueError(f"timeout_s must be a finite number > 0, got {timeout_s}")
         self.model_name = model
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
@@ -96,6 +102,12 @@ class OpenAIBackend(LLMBackend):
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
+        # All attempts of one request together, from when it gets a connection slot (waiting for a slot is
+        # not the server's time): by default every attempt at its full deadline plus the longest backoffs.
+        self.retry_budget_s = float(retry_budget_s if retry_budget_s is not None
+                                    else self.timeout_s * (max_retries + 1) + backoff_max_s * max_retries)
+        if not (math.isfinite(self.retry_budget_s) and self.retry_budget_s > 0):
+            raise ValueError(f"retry_budget_s must be a finite number > 0, got {retry_budget_s}")
         # Read once: a missing key is fine for local servers (no Authorization header is sent then).
         key = os.environ.get(api_key_env) or None
         self._api_key = _Secret(key) if key else None
@@ -129,9 +141,8 @@ class OpenAIBackend(LLMBackend):
         out = []
         for index, data in enumerate(responses):
             text = _after_prefix(prompts[index], cut_at_stop(self._message_text(data, index)))
-            usage = data.get("usage") or {}
-            out.append(Completion(text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                                  completion_tokens=int(usage.get("completion_tokens") or 0)))
+            prompt_tokens, completion_tokens = self._usage(data, index)
+            out.append(Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens))
         self.usage.add(calls=len(prompts), prompt_tokens=sum(c.prompt_tokens for c in out),
                        completion_tokens=sum(c.completion_tokens for c in out),
                        seconds=time.perf_counter() - started)
@@ -169,9 +180,9 @@ class OpenAIBackend(LLMBackend):
         for budget in (_first_budget, _full_budget):
             responses = self._run_batch([body(prompts[i], budget(prefixes[i])) for i in pending])
             for index, data in zip(pending, responses, strict=True):
-                usage = data.get("usage") or {}
-                prompt_tokens += int(usage.get("prompt_tokens") or 0)
-                completion_tokens += int(usage.get("completion_tokens") or 0)
+                used = self._usage(data, index)
+                prompt_tokens += used[0]
+                completion_tokens += used[1]
                 cut = budget is _first_budget and _finish_reason(data) == "length"
                 rows[index] = _candidate_scores(self._token_logprobs(data, index), prefixes[index], keys, cut)
             pending = [i for i in pending if rows[i] is None]
@@ -183,14 +194,40 @@ class OpenAIBackend(LLMBackend):
 
     # -- response parsing -------------------------------------------------------------------------------
 
+    def _malformed(self, index: int, field: str, problem: str) -> LLMRequestError:
+        """A reply of the wrong shape, named by model, server and field (never a bare TypeError)."""
+        return LLMRequestError(f"{self.model_name}: malformed reply from {self.base_url}/chat/completions for "
+                               f"prompt {index}: {field} {problem}", model=self.model_name)
+
     def _message_text(self, data: dict[str, Any], index: int) -> str:
         try:
             content = data["choices"][0]["message"].get("content")
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise LLMRequestError(f"{self.model_name}: response for prompt {index} has no choices[0].message "
+            raise LLMRequestError(f"{self.model_name}: response from {self.base_url} for prompt {index} has no "
+                                  "choices[0].message "
                                   f"(keys: {sorted(data) if isinstance(data, dict) else type(data).__name__})",
                                   model=self.model_name) from exc
+        if content is not None and not isinstance(content, str):
+            raise self._malformed(index, "choices[0].message.content", f"is {_json_type(content)}, not a string")
         return content or ""
+
+    def _usage(self, data: dict[str, Any], index: int) -> tuple[int, int]:
+        """(prompt_tokens, completion_tokens) of a reply; a missing usage counts 0, a malformed one raises."""
+        usage = data.get("usage")
+        if usage is None:
+            return 0, 0
+        if not isinstance(usage, dict):
+            raise self._malformed(index, "usage", f"is {_json_type(usage)}, not an object")
+        counts = []
+        for key in ("prompt_tokens", "completion_tokens"):
+            value = usage.get(key)
+            if value is None:
+                counts.append(0)
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise self._malformed(index, f"usage.{key}", f"is {value!r}, not a count of tokens")
+            else:
+                counts.append(value)
+        return counts[0], counts[1]
 
     def _token_logprobs(self, data: dict[str, Any], index: int) -> list[dict[str, Any]]:
         """The reply's tokens, each with its `token`, `logprob` and `top_logprobs`."""
@@ -200,9 +237,21 @@ class OpenAIBackend(LLMBackend):
             raise LLMRequestError(f"{self.model_name}: response for prompt {index} has no choices[0]",
                                   model=self.model_name) from exc
         content = (logprobs or {}).get("content") if isinstance(logprobs, dict) else None
-        if not content or not content[0].get("top_logprobs"):
+        if content is not None and not isinstance(content, list):
+            raise self._malformed(index, "choices[0].logprobs.content", f"is {_json_type(content)}, not a list")
+        if not content or not isinstance(content[0], dict) or not content[0].get("top_logprobs"):
             raise NotImplementedError(f"server at {self.base_url} returned no logprobs for model "
                                       f"{self.model_name}; parse the generated text instead")
+        for position, entry in enumerate(content):
+            where = f"choices[0].logprobs.content[{position}]"
+            if not isinstance(entry, dict):
+                raise self._malformed(index, where, f"is {_json_type(entry)}, not an object")
+            if not _is_number(entry.get("logprob")):
+                raise self._malformed(index, f"{where}.logprob", f"is {entry.get('logprob')!r}, not a number")
+            top = entry.get("top_logprobs") or []
+            if not isinstance(top, list) or not all(isinstance(t, dict) and _is_number(t.get("logprob"))
+                                                    for t in top):
+                raise self._malformed(index, f"{where}.top_logprobs", "is not a list of {token, logprob} objects")
         return content
 
     # -- transport --------------------------------------------------------------------------------------
@@ -237,27 +286,32 @@ class OpenAIBackend(LLMBackend):
     async def _post_with_retries(self, client: httpx.AsyncClient, index: int,
                                  body: dict[str, Any]) -> dict[str, Any]:
         attempt = 0
+        give_up_at = time.monotonic() + self.retry_budget_s
         while True:
             self.usage.add(batches=1)
             try:
-                return await self._post_once(client, body)
+                # One attempt never runs past the budget's end either.
+                return await self._post_once(client, body, min(self.timeout_s, give_up_at - time.monotonic()))
             except _Retryable as failure:
-                if attempt >= self.max_retries:
-                    raise LLMRequestError(f"{self.model_name}: request for prompt {index} to {self.base_url} "
-                                          f"failed after {attempt + 1} attempts: {failure.reason}",
-                                          model=self.model_name) from None
                 delay = self._backoff(attempt, failure.retry_after)
+                if attempt >= self.max_retries or time.monotonic() + delay >= give_up_at:
+                    raise LLMRequestError(f"{self.model_name}: request for prompt {index} to {self.base_url} "
+                                          f"failed after {attempt + 1} attempts: {failure.reason} (retries "
+                                          f"bounded to {self.max_retries + 1} attempts in "
+                                          f"{self.retry_budget_s:g}s)", model=self.model_name) from None
                 attempt += 1
                 self.usage.add(retries=1)
                 logger.warning("%s: prompt %d: %s; retry %d/%d in %.2fs", self.model_name, index,
                                failure.reason, attempt, self.max_retries, delay)
                 await asyncio.sleep(delay)
 
-    async def _post_once(self, client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post_once(self, client: httpx.AsyncClient, body: dict[str, Any], deadline_s: float) -> dict[str, Any]:
+        # httpx's timeouts bound each read, so a server sending one byte at a time would never trip them;
+        # the whole exchange (connect, send, headers, every byte of the body) runs under one deadline.
         try:
-            response = await client.post("/chat/completions", json=body)
-        except httpx.TimeoutException as exc:
-            raise _Retryable(f"timeout after {self.timeout_s:g}s ({type(exc).__name__})") from None
+            response = await asyncio.wait_for(client.post("/chat/completions", json=body), max(deadline_s, 0.0))
+        except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
+            raise _Retryable(f"timeout: no complete reply within {deadline_s:.3g}s ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise _Retryable(f"connection error ({type(exc).__name__}: {self._redact(str(exc))})") from None
         status = response.status_code
@@ -268,11 +322,16 @@ class OpenAIBackend(LLMBackend):
                                   f"{self._redact(response.text[:_ERROR_BODY_CHARS])}",
                                   status=status, model=self.model_name)
         try:
-            return response.json()
+            data = response.json()
         except ValueError as exc:
-            raise LLMRequestError(f"{self.model_name}: HTTP {status} with a body that is not JSON: "
-                                  f"{self._redact(response.text[:_ERROR_BODY_CHARS])!r}",
+            raise LLMRequestError(f"{self.model_name}: HTTP {status} from {self.base_url} with a body that is not "
+                                  f"JSON: {self._redact(response.text[:_ERROR_BODY_CHARS])!r}",
                                   status=status, model=self.model_name) from exc
+        if not isinstance(data, dict):
+            raise LLMRequestError(f"{self.model_name}: malformed reply from {self.base_url}/chat/completions: "
+                                  f"the body is {_json_type(data)}, not an object", status=status,
+                                  model=self.model_name)
+        return data
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -400,6 +459,24 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, dict) else type(value).__name__
 
 
 def _logsumexp(values: list[float]) -> float:

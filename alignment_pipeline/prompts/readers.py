@@ -130,20 +130,38 @@ def _sniff_wide_encoding(data: bytes) -> str | None:
 
     UTF-8 text has no NUL bytes (a NUL character is rejected on its own line anyway); in UTF-16/32 text
     that is mostly ASCII, every second (fourth) byte is NUL. A file whose start is at least a quarter NUL
-    bytes is therefore not UTF-8 text; the position of the NULs tells the byte order."""
+    bytes is therefore not UTF-8 text; the position of the NULs tells the byte order. Text in other
+    scripts (Chinese) has few NULs, but its line breaks and ASCII spaces and digits still put them all on
+    one side of each byte pair, where UTF-8 never does; such a file that decodes cleanly as UTF-16 of that
+    byte order into text with line breaks (or several of them) is refused too, as it would otherwise be
+    read as valid but meaningless ASCII ("`O}Y")."""
     sample = data[:4096]
     nuls = sample.count(0)
-    if not sample or nuls * 4 < len(sample):
+    if not sample or not nuls:
         return None
-    if nuls * 2 > len(sample) + 1:
-        return "UTF-32"
     even = sample[0::2].count(0)
     odd = sample[1::2].count(0)
-    if odd >= 3 * even:
-        return "UTF-16-LE"
-    if even >= 3 * odd:
-        return "UTF-16-BE"
-    return "UTF-16"
+    if nuls * 4 >= len(sample):
+        if nuls * 2 > len(sample) + 1:
+            return "UTF-32"
+        if odd >= 3 * even:
+            return "UTF-16-LE"
+        if even >= 3 * odd:
+            return "UTF-16-BE"
+        return "UTF-16"
+    if len(data) % 2:
+        return None
+    for name, nul_side, other in (("UTF-16-LE", odd, even), ("UTF-16-BE", even, odd)):
+        if nul_side < 3 * other or nul_side == 0:
+            continue
+        try:
+            text = data.decode(name.lower())
+        except UnicodeDecodeError:
+            continue
+        controls = any(unicodedata.category(c) == "Cc" and c not in _ALLOWED_CONTROLS for c in text)
+        if not controls and ("\n" in text or "\r" in text or nuls >= 2):
+            return name
+    return None
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -283,10 +301,17 @@ def _json_type(value: object) -> str:
 _ALLOWED_CONTROLS = frozenset("\t\n\r\v\f")
 # Letters and symbols that render as nothing (fillers, blank braille), on top of the categories below.
 _INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Unicode's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt): renderers show nothing for them,
+# whether or not they are assigned yet (U+2065, U+FFF0, the tag block U+E0000..U+E0FFF).
+_DEFAULT_IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+                      (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+                      (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+                      (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
 # Categories without a visible glyph of their own: separators, controls, format characters (zero-width
-# space/joiners, BOM, bidi marks), surrogates, and combining marks with nothing to combine with.
-# Unassigned (Cn: maybe newer than this Python's Unicode tables) and private-use characters count as visible.
-_INVISIBLE_CATEGORIES = ("Z", "Cc", "Cf", "Cs", "Mn", "Me")
+# space/joiners, BOM, bidi marks), surrogates, combining marks with nothing to combine with, and unassigned
+# code points (Cn: nothing to draw, as far as this Python's Unicode tables know). Private-use characters
+# count as visible (a font may define them).
+_INVISIBLE_CATEGORIES = ("Z", "Cc", "Cf", "Cs", "Mn", "Me", "Cn")
 _CONTROL_NAMES = {0x00: "NUL", 0x1B: "ESC", 0x7F: "DEL"}
 
 
@@ -302,9 +327,14 @@ def _check_characters(value: str, what: str) -> None:
             raise _Reject(f"control character: U+{code:04X} ({name}) at character {position} of the {what}")
 
 
+def _default_ignorable(char: str) -> bool:
+    code = ord(char)
+    return any(low <= code <= high for low, high in _DEFAULT_IGNORABLE)
+
+
 def _has_visible(text: str) -> bool:
     return any(char not in _INVISIBLE and not unicodedata.category(char).startswith(_INVISIBLE_CATEGORIES)
-               for char in text)
+               and not _default_ignorable(char) for char in text)
 
 
 def _validate(line: int, fields: dict, max_chars: int) -> PromptRow:

@@ -66,13 +66,27 @@ def check_traceable(warehouse: Warehouse, batch: str) -> CheckOutcome:
         metadata={"batch": batch, "samples": total, "orphans": orphans, "examples": examples})
 
 
+def owns_only_duplicates(warehouse: Warehouse, batch: str) -> bool:
+    """The batch has prompts, but an earlier batch brought every one of them first (a file and its copy): it
+    runs no interactions of its own, so it has no samples of its own either."""
+    return (warehouse.count("prompt_batch_members", "batch = ?", [batch]) > 0
+            and warehouse.count("prompts", "batch = ?", [batch]) == 0)
+
+
 def check_type_shares(warehouse: Warehouse, batch: str, config: SamplesConfig | None = None) -> CheckOutcome:
-    """Reports counts and shares per sample type; passes when the batch has samples. With config.type_shares
-    set, the deviation from the target shares is reported too."""
+    """Reports counts and shares per sample type; passes when the batch has samples, or owns no new prompts
+    (then there is nothing of its own to count: not applicable). With config.type_shares set, the deviation from
+    the target shares is reported too."""
     frame = warehouse.query(
         "SELECT sample_type, count(*) AS n FROM alignment_samples WHERE batch = ? GROUP BY sample_type", [batch])
     counts = dict.fromkeys(SAMPLE_TYPES, 0) | dict(zip(frame["sample_type"].to_list(), frame["n"].to_list(), strict=True))
     total = sum(counts.values())
+    if not total and owns_only_duplicates(warehouse, batch):
+        return CheckOutcome(
+            passed=True, severity="WARN",
+            description=(f"batch {batch!r} owns no new prompts (every one was brought by an earlier batch), so it "
+                         "has no samples of its own: not applicable"),
+            metadata={"batch": batch, "samples": 0, "new_prompts": 0, "applicable": False})
     shares = {t: round(counts[t] / total, 4) if total else 0.0 for t in counts}
     metadata = {"batch": batch, "samples": total, **{f"count_{t}": n for t, n in counts.items()},
                 **{f"share_{t}": s for t, s in shares.items()}}

@@ -137,13 +137,21 @@ def score_summary(warehouse: Warehouse, batch: str, world_id: str) -> dict:
 def rating_histogram_png(warehouse: Warehouse, batch: str, path: str | Path) -> Path:
     """Histogram of observer alignment ratings of drafts (before) and revisions (after) for a batch's
     scored revisions, written as a PNG. NULL ratings are counted in the legend, not drawn."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rating_histogram_figure(warehouse, batch).savefig(path, format="png")
+    return path
+
+
+def rating_histogram_figure(warehouse: Warehouse, batch: str):
+    """The figure of `rating_histogram_png`."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: no global figure state, safe in worker threads
 
+    from alignment_pipeline.images import wrapped_title
+
     frame = warehouse.query("SELECT alignment_before, alignment_after FROM scored_revisions WHERE batch = ?", [batch])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     edges = np.arange(0.75, 7.5, 0.5)  # half-point bins centred on 1, 1.5, ..., 7 (older worlds stored fractional expected values)
     centres = (edges[:-1] + edges[1:]) / 2
     fig = Figure(figsize=(6, 3.5), dpi=100)
@@ -161,9 +169,10 @@ def rating_histogram_png(warehouse: Warehouse, batch: str, path: str | Path) -> 
     ax.set_xlabel("observer alignment rating (1..7)")
     ax.set_ylabel("interactions")
     ax.set_xticks(range(1, 8))
-    ax.set_title(f"{batch}: alignment before vs after revision")
+    # The batch (a file name, often long) on a line of its own: the title stays whole within the chart.
+    ax.set_title(wrapped_title("Observer alignment of drafts (before) vs revisions (after)") + "\n"
+                 + wrapped_title(f"batch {batch}"), fontsize=10)
     ax.margins(y=0.35)  # headroom so the legend does not cover the bars
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path
+    return fig

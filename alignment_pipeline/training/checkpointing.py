@@ -1,12 +1,23 @@
 """Resumable training checkpoints: model, tokenizer, optimizer, scheduler, RNG and data position, written to a
-temporary directory and renamed into place, so a kill at any moment leaves the previous checkpoint whole."""
+temporary directory and renamed into place, so a kill at any moment leaves the previous checkpoint whole.
+
+Each checkpoint carries a manifest of its files' sizes and SHA-256 sums. A checkpoint whose files no longer match
+it (a disk error, a copy cut short, an edit by hand), or, written before manifests, whose trainer state does not
+load, is named in a warning and set aside as `corrupt-step-NNNNNNNN`, and training resumes from the newest good
+one before it instead of failing until someone deletes it."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
 import os
 import random
 import re
 import shutil
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +27,9 @@ import torch
 
 _NAME = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "trainer_state.pt"
+MANIFEST_FILE = "manifest.json"
+CORRUPT_PREFIX = "corrupt-"
+log = logging.getLogger("alignment_pipeline.training")
 
 
 @dataclass
@@ -87,6 +101,7 @@ def commit_checkpoint(root: Path, tmp: Path, payload: dict, *, step: int, keep: 
     and drop all but the newest `keep` checkpoints."""
     final = root / _name(step)
     torch.save(payload, tmp / STATE_FILE)
+    (tmp / MANIFEST_FILE).write_text(json.dumps(_manifest(tmp), indent=1, sort_keys=True))
     _fsync_dir(tmp)
     if final.exists():  # the same step saved by an earlier attempt: replace it
         shutil.rmtree(final)
@@ -109,9 +124,140 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def latest_checkpoint(root: Path) -> Path | None:
+def latest_checkpoint(root: Path, *, verify: bool = False) -> Path | None:
+    """The newest complete checkpoint. `verify`: the newest one that is also intact (see `checkpoint_problem`);
+    the corrupt ones newer than it are set aside (`set_aside`) with a warning naming each and why."""
     found = list_checkpoints(root)
-    return found[-1] if found else None
+    if not verify:
+        return found[-1] if found else None
+    for path in reversed(found):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        moved = set_aside(path)
+        log.warning("resume checkpoint %s is corrupt (%s): set aside as %s; resuming from the one before it",
+                    path, problem, moved)
+    return None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint at `path` cannot be trusted, or None: a file missing, of another size or with another
+    SHA-256 than its manifest says, or (no manifest) a trainer state that does not load."""
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        try:
+            load_trainer_state(path)
+        except Exception as exc:  # any load failure means unusable; the reason is reported, not raised
+            return f"its {STATE_FILE} does not load: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        return None
+    try:
+        expected = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"its {MANIFEST_FILE} is unreadable: {exc}"
+    for name, (size, digest) in sorted(expected.items()):
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != size:
+            return f"{name} is {file.stat().st_size} bytes, {size} expected"
+        if _sha256(file) != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a checkpoint to `corrupt-<name>` beside it (kept for a look, never listed again)."""
+    target = path.with_name(f"{CORRUPT_PREFIX}{path.name}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{CORRUPT_PREFIX}{path.name}.{n}")
+    os.replace(path, target)
+    return target
+
+
+# -- the output folder's lock -----------------------------------------------------------------------------------
+
+LOCK_FILE = ".trainer.lock"
+
+
+class OutputBusy(RuntimeError):
+    """Another live trainer holds the output folder."""
+
+
+def claim_output_dir(out_dir: Path) -> Path:
+    """Take `out_dir/.trainer.lock` for this process (its pid and host inside), so two trainers never write one
+    stage's checkpoints and model at once (a rerun racing a trainer a killed run left behind). A lock whose
+    process is gone is stale and taken over; one this process holds is taken again. OutputBusy names a live
+    holder."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = out_dir / LOCK_FILE
+    for _ in range(50):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is None:  # being written by its creator this moment, or left empty by a crash
+                if time.time() - _mtime(lock) < 2.0:
+                    time.sleep(0.05)
+                    continue
+            elif holder == (os.getpid(), socket.gethostname()):
+                return lock
+            elif holder[1] != socket.gethostname() or _pid_alive(holder[0]):
+                raise OutputBusy(f"{out_dir} is being trained by process {holder[0]} on {holder[1]} (lock {lock}); "
+                                 "wait for it to finish, or stop it, before training this stage again") from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+        return lock
+    raise OutputBusy(f"could not take the lock {lock}: it keeps changing hands")
+
+
+def release_output_dir(lock: Path) -> None:
+    """Drop the lock if this process still holds it."""
+    if _lock_holder(lock) == (os.getpid(), socket.gethostname()):
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+
+
+def _lock_holder(lock: Path) -> tuple[int, str] | None:
+    try:
+        data = json.loads(lock.read_text())
+        return int(data["pid"]), str(data["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+def _manifest(directory: Path) -> dict[str, list]:
+    return {str(file.relative_to(directory)): [file.stat().st_size, _sha256(file)]
+            for file in sorted(directory.rglob("*")) if file.is_file() and file.name != MANIFEST_FILE}
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def clean_temporaries(root: Path) -> None:

@@ -8,6 +8,10 @@ writer process): it reads the stage's samples and broadcasts them to the other r
 `checkpoints` row after training. When Dagster started the command through Pipes, rank 0 also streams the
 trainer's progress logs back and reports the asset materialization; the other ranks never open Pipes.
 Effective batch = per_device_batch × grad_accum × N prompts per optimizer step.
+
+The pipeline starts torchrun through training/guard.py and every trainer process calls `die_with_parent`, so
+killing the step (or the demo running it) ends torchrun and its workers too; and a trainer refuses to start on an
+output folder another live trainer holds (training/checkpointing.py: `claim_output_dir`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from alignment_pipeline import env
 
 MODULE = "alignment_pipeline.training.launch"
+GUARD = "alignment_pipeline.training.guard"
 ENV_VARS = {"profile": env.PROFILE, "home": env.HOME, "settings_file": env.SETTINGS, "inbox": env.INBOX}
 
 
@@ -30,8 +35,9 @@ def launch_command(kind: str, *, nproc_per_node: int, base_model: str | None = N
                    parent_checkpoint: str | None = None, parent_run_id: str | None = None,
                    dagster_run_id: str | None = None, master_port: int | None = None,
                    python: str | None = None) -> list[str]:
-    """The torchrun command line that trains `kind` on `nproc_per_node` processes of this node."""
-    command = [python or sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
+    """The torchrun command line that trains `kind` on `nproc_per_node` processes of this node; torchrun runs
+    under the guard, so it dies with the process that started it."""
+    command = [python or sys.executable, "-m", GUARD, "torch.distributed.run", "--nnodes", "1",
                "--nproc_per_node", str(nproc_per_node)]
     if master_port:
         command += ["--master_addr", "127.0.0.1", "--master_port", str(master_port)]
@@ -132,8 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from alignment_pipeline.config import load_profile
     from alignment_pipeline.paths import HomeLayout
     from alignment_pipeline.training import distributed as dist_utils
+    from alignment_pipeline.training.guard import die_with_parent
     from alignment_pipeline.training.runtime import resolve_runtime
 
+    die_with_parent()  # a worker never outlives its torchrun
     args = _parse(argv)
     config = load_profile(args.profile, settings_file=args.settings).training
     home = HomeLayout(args.home)

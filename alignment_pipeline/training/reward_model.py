@@ -207,10 +207,12 @@ class RewardModelResult:
     metrics: dict
     mlflow_run_id: str | None
     samples_batches: list[str] = field(default_factory=list)
+    registered_model: str | None = None  # "name/version" in the MLflow model registry
 
     def metadata(self) -> dict:
         return {"path": str(self.path), "steps": self.steps, "mlflow_run_id": self.mlflow_run_id,
-                "samples_batches": list(self.samples_batches), **{f"metric/{k}": v for k, v in self.metrics.items()}}
+                "registered_model": self.registered_model, "samples_batches": list(self.samples_batches),
+                **{f"metric/{k}": v for k, v in self.metrics.items()}}
 
 
 def train_reward_model(groups: Sequence[PromptGroup], *, config: TrainingConfig, home: HomeLayout,
@@ -300,6 +302,7 @@ def train_reward_model(groups: Sequence[PromptGroup], *, config: TrainingConfig,
                                                                   held_r)))
         else:
             metrics["heldout_accuracy"] = None
+        metrics["heldout_pairs"] = len(held)  # what the accuracy rests on (training/checks.py warns below a bar)
         metrics["steps"] = trainer.state.global_step
         metrics["train_loss"] = train_loss
         final = save_final_model(model, tokenizer, out_dir)
@@ -308,10 +311,34 @@ def train_reward_model(groups: Sequence[PromptGroup], *, config: TrainingConfig,
                               if isinstance(v, (int, float)) and v is not None})
         tracking.log_text(json.dumps(metrics, indent=2), "reward_model_report.json")
         run_id = run.info.run_id
+        registered = _register(final, run_id, run_name, config, base_model=base_model, home=home, metrics=metrics,
+                               pairs=len(kept), batches=samples_batches(list(groups)))
     log.info("reward model: %d pairs (%d kept by length balancing), held-out accuracy %s", len(tokens), len(kept),
              metrics["heldout_accuracy"])
     return RewardModelResult(final, int(trainer.state.global_step), metrics, run_id,
-                             samples_batches(list(groups)))
+                             samples_batches(list(groups)), registered)
+
+
+def _register(final: Path, run_id: str, run_name: str, config: TrainingConfig, *, base_model: str,
+              home: HomeLayout, metrics: dict, pairs: int, batches: list[str]) -> str | None:
+    """Register the reward model beside the policies (training.register_model), described by its data, steps and
+    held-out accuracy; on the active run."""
+    from alignment_pipeline import tracking
+    from alignment_pipeline.training.report import registered_model_name
+
+    if not config.register_model:
+        return None
+    accuracy = metrics.get("heldout_accuracy")
+    judged = (f"held-out pair accuracy {accuracy:.2f} on {metrics['heldout_pairs']} pairs" if accuracy is not None
+              else "no held-out pairs to judge it on")
+    base = tracking.model_reference(base_model, home)
+    description = (f"{run_name}: Bradley–Terry reward model on {pairs} length-balanced preference pairs of samples "
+                   f"batches {', '.join(batches) or '(none)'}; {metrics['steps']} optimizer steps from {base}; "
+                   f"{judged}. The RLHF baseline optimises against it.")
+    return tracking.log_and_register(final, run_id=run_id, name=registered_model_name(run_name),
+                                     tags={"objective": "reward_model", "base_model": base,
+                                           "samples_batches": ",".join(batches), "steps": str(metrics["steps"])},
+                                     description=description)
 
 
 def _prefixed(prefix: str, values: dict) -> dict:

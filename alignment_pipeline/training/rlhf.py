@@ -85,7 +85,7 @@ def train_rlhf(groups: Sequence[PromptGroup], *, reward_model_path: str | Path, 
     from trl import RLOOConfig
 
     from alignment_pipeline import tracking
-    from alignment_pipeline.training.report import plot_loss_curve, registered_model_name
+    from alignment_pipeline.training.report import model_description, plot_loss_curve, registered_model_name
     from alignment_pipeline.training.reward_model import RewardScorer
     from alignment_pipeline.training.runtime import resolve_runtime
     from alignment_pipeline.training.trainer import resolve_base_model
@@ -133,7 +133,8 @@ def train_rlhf(groups: Sequence[PromptGroup], *, reward_model_path: str | Path, 
     cls = _trainer_class()
     cls.prompt_prefix = [] if fmt.chat else special_prefix(tokenizer)
     cls.max_prompt_tokens = max_prompt_tokens
-    params = {"objective": OBJECTIVE, "base_model": base_model, "base_model_path": base_path,
+    params = {"objective": OBJECTIVE, "base_model": tracking.model_reference(base_model, home),
+              "base_model_path": base_path,
               "reward_model_path": str(reward_model_path), "n_prompts": len(prompts), "device": str(runtime.device),
               "bf16": runtime.bf16, "seed": config.seed, "max_steps": config.max_steps, "epochs": config.epochs,
               "max_length": config.max_length, **{f"rlhf.{k}": v for k, v in rl.model_dump().items()}}
@@ -159,10 +160,14 @@ def train_rlhf(groups: Sequence[PromptGroup], *, reward_model_path: str | Path, 
         run_id = run.info.run_id
         registered = None
         if config.register_model:
-            registered = tracking.log_and_register(final, run_id=run_id, name=registered_model_name(run_name),
-                                                   tags={"objective": OBJECTIVE, "base_model": base_model,
-                                                         "reward_model": str(reward_model_path),
-                                                         "steps": str(steps)})
+            base = tracking.model_reference(base_model, home)
+            batches = samples_batches(list(groups))
+            registered = tracking.log_and_register(
+                final, run_id=run_id, name=registered_model_name(run_name),
+                tags={"objective": OBJECTIVE, "base_model": base, "samples_batches": ",".join(batches),
+                      "reward_model": tracking.model_reference(reward_model_path, home), "steps": str(steps)},
+                description=model_description(run_name, OBJECTIVE, groups=len(prompts), batches=batches,
+                                              steps=steps, base_model=base))
     shutil.rmtree(work, ignore_errors=True)
     result = TrainResult(checkpoint_path=final, mlflow_run_id=run_id, metrics=metrics, loss_curve_png=png,
                          steps=steps, registered_model=registered, samples_batches=samples_batches(list(groups)))

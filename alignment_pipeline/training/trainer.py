@@ -35,10 +35,12 @@ import torch
 from alignment_pipeline.paths import HomeLayout
 from alignment_pipeline.tracking import (
     end_run,
+    last_logged_step,
     log_and_register,
     log_artifact,
     log_metrics,
     log_text,
+    model_reference,
     set_tag,
     stage_run,
 )
@@ -80,7 +82,8 @@ from alignment_pipeline.training.reference import (
     shard_groups,
     write_cache,
 )
-from alignment_pipeline.training.report import plot_loss_curve, registered_model_name
+from alignment_pipeline.training.report import model_description, plot_loss_curve, registered_model_name
+from alignment_pipeline.training.run_params import objective_params
 from alignment_pipeline.training.runtime import (
     Runtime,
     flop_params,
@@ -166,10 +169,31 @@ def train(request: TrainRequest) -> TrainResult:
     runtime = resolve_runtime(request.config.device, request.config.precision)
     # a no-op with one process or when the caller made one
     dist_utils.init_process_group(runtime, keep=True, timeout_s=request.config.distributed_timeout_s)
+    # Rank 0 holds the output folder while the stage trains; every rank stops when another trainer holds it.
+    lock, busy = None, None
+    if runtime.is_main:
+        try:
+            lock = ckpt.claim_output_dir(request.out_dir)
+        except ckpt.OutputBusy as exc:
+            busy = str(exc)
+    busy = dist_utils.broadcast_object(busy, runtime)
+    if busy:
+        raise ckpt.OutputBusy(busy)
+    try:
+        return _train(request, runtime)
+    finally:
+        if lock is not None:
+            ckpt.release_output_dir(lock)
+
+
+def _train(request: TrainRequest, runtime: Runtime) -> TrainResult:
     t = _setup(request, runtime)
     with _open_run(t) if runtime.is_main else nullcontext() as run:
         if run:
             t.state.mlflow_run_id = run.info.run_id
+            # A resumed run reopens its MLflow run, which already holds the steps trained after the checkpoint
+            # before the stop: they are trained again (to the same values) but not logged twice.
+            t.logged_through = last_logged_step(run.info.run_id, "train/loss")
         finished = train_loop(t, request.stop_after_steps)
         metrics = _finish(t, finished)
         # The last collective: the others wait for rank 0's final model (bounded by distributed_timeout_s),
@@ -264,6 +288,7 @@ class _Training:
     total_steps: int
     state: ckpt.TrainState
     sharded: bool = False  # FSDP: weights, gradients and optimizer state are split across the ranks
+    logged_through: int = 0  # the last step the MLflow run already holds (a resumed run's earlier attempt)
 
     def __post_init__(self) -> None:
         self.resume_root = self.request.out_dir / RESUME_DIR
@@ -302,7 +327,7 @@ class _Training:
         return record
 
     def log_step(self, record: dict) -> None:
-        if self.state.mlflow_run_id:
+        if self.state.mlflow_run_id and self.state.step > self.logged_through:
             log_metrics({k: v for k, v in record.items() if k != "step"}, step=self.state.step)
         log.info("step %d/%d loss %.4f, %.0f tokens/s", self.state.step, self.total_steps,
                  record.get("train/loss", float("nan")), record["perf/tokens_per_s"])
@@ -363,9 +388,10 @@ def _setup(request: TrainRequest, runtime: Runtime) -> _Training:
             shutil.rmtree(resume_root)
     with dist_utils.main_first(runtime):  # rank 0 builds a tiny base model once; the others then load it
         base_path = resolve_base_model(request.base_model, request.home)
-    # Rank 0's view of the newest complete checkpoint, so every rank resumes from the same one.
+    # Rank 0's view of the newest intact checkpoint (corrupt ones are set aside), so every rank resumes from the
+    # same one.
     latest = dist_utils.broadcast_object(
-        ckpt.latest_checkpoint(resume_root) if (request.resume and runtime.is_main) else None, runtime)
+        ckpt.latest_checkpoint(resume_root, verify=True) if (request.resume and runtime.is_main) else None, runtime)
 
     from transformers import AutoTokenizer
 
@@ -566,13 +592,14 @@ def _run_fingerprint(objective: str, base_path: str, tokenized: list[TokenizedGr
 def _open_run(t: _Training):
     """Rank 0's MLflow run of the stage, with its parameters; a resumed stage reopens its own run."""
     r, rt, cfg = t.request, t.runtime, t.request.config
-    params = {"objective": r.objective, "base_model": r.base_model, "base_model_path": t.base_path,
+    params = {"objective": r.objective, "base_model": model_reference(r.base_model, r.home),
+              "base_model_path": t.base_path,
               "n_groups": len(r.groups), "n_training_groups": len(t.groups),
               "n_responses": sum(len(g.response_ids) for g in t.groups), "total_steps": t.total_steps,
               "device": str(rt.device), "bf16": rt.bf16, "samples_batches": ",".join(t.samples_batches),
               "world_size": rt.world_size, "effective_batch": cfg.per_device_batch * cfg.grad_accum * rt.world_size,
               "n_params": sum(p.numel() for p in t.model.parameters()),
-              "n_trainable_params": sum(p.numel() for p in t.params), **cfg.model_dump(),
+              "n_trainable_params": sum(p.numel() for p in t.params), **objective_params(cfg, r.objective),
               "peak_learning_rate": cfg.learning_rate_for(r.objective)}  # `learning_rate` is null unless overridden
     return stage_run(r.home, r.run_name, run_id=t.state.mlflow_run_id, parent_run_id=r.parent_run_id, tags=r.tags,
                      params=params)
@@ -612,7 +639,10 @@ def _publish(t: _Training, finished: bool, metrics: dict) -> str | None:
     return log_and_register(
         final, run_id=st.mlflow_run_id, name=registered_model_name(r.run_name),
         tags={"samples_batches": ",".join(t.samples_batches), "objective": r.objective,
-              "base_model": r.base_model, "steps": str(st.step)})
+              "base_model": model_reference(r.base_model, r.home), "steps": str(st.step)},
+        description=model_description(r.run_name, r.objective, groups=len(t.groups), batches=t.samples_batches,
+                                      steps=st.step, base_model=model_reference(r.base_model, r.home),
+                                      metrics=metrics))
 
 
 def _result(t: _Training, finished: bool, metrics: dict, registered: str | None) -> TrainResult:
@@ -662,6 +692,8 @@ def _summary(state: ckpt.TrainState, runtime: Runtime) -> dict:
             out[key.split("/", 1)[1]] = value
     if "perf/mfu" in last:
         out["mfu"] = float(np.mean([h["perf/mfu"] for h in tail]))
+    if "train/hinge" in last:  # 0: the contrastive term never acted, the stage trained as plain SFT
+        out["hinge_fired_steps"] = sum(h.get("train/hinge", 0) > 0 for h in state.history)
     return out
 
 

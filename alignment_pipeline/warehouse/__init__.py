@@ -1,4 +1,5 @@
 from alignment_pipeline.warehouse.db import (
+    QueryTimeout,
     ReadOnlyViolation,
     Warehouse,
     WarehouseError,
@@ -10,5 +11,5 @@ from alignment_pipeline.warehouse.db import (
     relation_frame,
 )
 
-__all__ = ["Warehouse", "WarehouseError", "ReadOnlyViolation", "WarehouseNotReady", "check_read_only",
+__all__ = ["Warehouse", "WarehouseError", "ReadOnlyViolation", "WarehouseNotReady", "QueryTimeout", "check_read_only",
            "insert_frame", "named_queries", "named_query_text", "relation_frame"]

@@ -7,11 +7,19 @@ lock held by another process is waited out with backoff rather than failing the 
 `Warehouse.query_read_only` (the `alignment-pipeline sql` command) is the strict read path: the file is opened
 read-only with external access disabled and the configuration locked, nothing is migrated or created, and each
 statement is judged by DuckDB's own parser (only SELECT, or EXPLAIN of a SELECT, runs).
+
+It never blocks the pipeline: DuckDB lets a file be open either by one read-write process or by read-only ones,
+so a read-only connection held for a long query would make every writer's lock fail. The strict path therefore
+holds the file only while it copies it (and its WAL) into a private snapshot, which is a short wait for a writer,
+and runs the user's statements on that copy, each interrupted once the query timeout is spent.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +43,10 @@ class ReadOnlyViolation(WarehouseError):
 
 class WarehouseNotReady(WarehouseError):
     """The strict read-only path found no warehouse file, or one whose schema is older than sql/."""
+
+
+class QueryTimeout(WarehouseError):
+    """A user query ran past its timeout and was interrupted."""
 
 
 # The strict read-only connection: no file outside the warehouse can be read or written (COPY TO, ATTACH,
@@ -76,19 +88,37 @@ class Warehouse:
 
     @contextmanager
     def connect_read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """The strict read-only connection: the file must exist and be migrated (nothing is created or migrated
-        here, so the file's bytes never change); external access is off and the configuration locked.
-        WarehouseNotReady says what is missing. (DuckDB shares one database per file within a process, so this
-        cannot be opened while this process holds an ordinary connection to the same file.)"""
+        """The strict read-only connection, to a private snapshot of the warehouse (see the module doc): the file
+        must exist and be migrated (nothing is created or migrated here, so the file's bytes never change);
+        external access is off and the configuration locked. WarehouseNotReady says what is missing. (DuckDB
+        shares one database per file within a process, so this cannot be opened while this process holds an
+        ordinary connection to the same file.)"""
         if not self.path.is_file():
             raise WarehouseNotReady(f"no warehouse at {self.path}: check --home / $ALIGNMENT_HOME, or "
                                     f"{_RUN_A_WRITER}")
-        con = self._open(read_only=True, config=_READ_ONLY_CONFIG)
+        with _snapshot_dir(self.path.parent) as tmp:
+            copy = self.snapshot(Path(tmp))
+            con = _connect_strict(copy)
+            try:
+                self._check_schema(con)
+                yield con
+            finally:
+                con.close()
+
+    def snapshot(self, into: Path) -> Path:
+        """Copy the warehouse file (and its WAL, if a writer left one) into `into` and return the copy. The file
+        is held with a read-only connection while it is copied, so no writer changes it half way (a writer
+        waiting for its lock waits out the copy, never a query)."""
+        holder = self._open(read_only=True)
         try:
-            self._check_schema(con)
-            yield con
+            copy = into / self.path.name
+            shutil.copyfile(self.path, copy)
+            wal = self.path.with_name(self.path.name + ".wal")
+            if wal.is_file():
+                shutil.copyfile(wal, copy.with_name(copy.name + ".wal"))
         finally:
-            con.close()
+            holder.close()
+        return copy
 
     def _open(self, *, read_only: bool, config: dict | None = None) -> duckdb.DuckDBPyConnection:
         if not read_only:
@@ -191,17 +221,43 @@ class Warehouse:
                     raise ReadOnlyViolation(f"refused: the statement writes ({exc})") from exc
                 raise
 
-    def query_read_only(self, sql: str, params: Sequence | dict | None = None) -> pl.DataFrame:
+    def query_read_only(self, sql: str, params: Sequence | dict | None = None, *,
+                        timeout_s: float | None = None) -> pl.DataFrame:
         """Run user-supplied SQL on the strict read-only connection (connect_read_only): nothing is migrated or
-        created and the warehouse file is never written; only SELECT (or EXPLAIN of a SELECT) is accepted."""
+        created and the warehouse file is never written; only SELECT (or EXPLAIN of a SELECT) is accepted. With
+        several statements, the last one's result (see query_read_only_all for each)."""
+        return self.query_read_only_all(sql, params, timeout_s=timeout_s)[-1][1]
+
+    def query_read_only_all(self, sql: str, params: Sequence | dict | None = None, *,
+                            timeout_s: float | None = None) -> list[tuple[str, pl.DataFrame]]:
+        """Each statement of user-supplied SQL with its result, in order, on the strict read-only connection.
+        Every statement is checked before any runs. `timeout_s`: the whole call is interrupted after that many
+        seconds (QueryTimeout). `params` only with a single statement."""
         with self.connect_read_only() as con:
-            check_read_only(sql, con)
+            statements = check_read_only(sql, con)
+            if params and len(statements) > 1:
+                raise WarehouseError("query parameters need a single statement")
+            timer = None
+            if timeout_s is not None:
+                # DuckDB checks for an interrupt while it executes, so a long scan stops within moments.
+                timer = threading.Timer(timeout_s, con.interrupt)
+                timer.daemon = True
+                timer.start()
             try:
-                return relation_frame(con, sql, params)
+                out = []
+                for statement in statements:
+                    out.append((statement, relation_frame(con, statement, params)))
+                return out
+            except duckdb.InterruptException:
+                raise QueryTimeout(f"query stopped after {timeout_s:g}s (its timeout; raise it with "
+                                   "`sql --timeout SECONDS`)") from None
             except (duckdb.PermissionException, duckdb.InvalidInputException) as exc:
                 if "disabled" in str(exc) or "read-only" in str(exc) or "locked" in str(exc):
                     raise ReadOnlyViolation(f"refused: {exc}") from exc
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     def list_queries(self) -> list[str]:
         return named_queries(self.sql_root)
@@ -225,6 +281,30 @@ class Warehouse:
             if where:
                 con.execute(f"DELETE FROM {table} WHERE {where}", params or [])
             return insert_frame(con, table, frame)
+
+
+@contextmanager
+def _snapshot_dir(beside: Path) -> Iterator[str]:
+    """A private temporary directory for a snapshot: beside the warehouse (same filesystem, room for its size),
+    else the system's temporary directory when the home is not writable."""
+    try:
+        holder = tempfile.TemporaryDirectory(prefix=".sql-snapshot-", dir=beside)
+    except OSError:
+        holder = tempfile.TemporaryDirectory(prefix="alignment-sql-snapshot-")
+    with holder as tmp:
+        yield tmp
+
+
+def _connect_strict(path: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(path), read_only=True, config=_READ_ONLY_CONFIG)
+    try:
+        # Library calls print nothing: no progress bar on long queries; then no SET/RESET from here on.
+        con.execute("SET enable_progress_bar = false")
+        con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 @contextmanager
@@ -273,12 +353,13 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame
     return frame.height
 
 
-def check_read_only(sql: str, con: duckdb.DuckDBPyConnection | None = None) -> None:
-    """Refuse anything but SELECT statements (SELECT, WITH … SELECT, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE) and
-    EXPLAIN [ANALYZE] of one, as DuckDB's own parser classifies them, so string literals and comments cannot hide a
-    statement. The read-only connection is a second guard; this gives a clear message and also catches statements
-    DuckDB allows on read-only files (SET, ATTACH, COPY TO, CHECKPOINT, INSTALL/LOAD). A statement that does not
-    parse raises DuckDB's ParserException. `con` only parses (an in-memory one is used when not given)."""
+def check_read_only(sql: str, con: duckdb.DuckDBPyConnection | None = None) -> list[str]:
+    """Refuse anything but SELECT statements (SELECT, WITH … SELECT, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT,
+    UNPIVOT) and EXPLAIN [ANALYZE] of one, as DuckDB's own parser classifies them, so string literals and comments
+    cannot hide a statement. The read-only connection is a second guard; this gives a clear message and also
+    catches statements DuckDB allows on read-only files (SET, ATTACH, COPY TO, CHECKPOINT, INSTALL/LOAD). A
+    statement that does not parse raises DuckDB's ParserException. `con` only parses (an in-memory one is used
+    when not given). Returns the statements' texts, in order."""
     parser = con if con is not None else duckdb.connect(":memory:")
     try:
         statements = parser.extract_statements(sql)
@@ -290,14 +371,42 @@ def check_read_only(sql: str, con: duckdb.DuckDBPyConnection | None = None) -> N
                 raise ReadOnlyViolation(
                     f"refused: {kind} statement ({_snippet(statement.query)}); only read-only queries run here "
                     "(SELECT, or EXPLAIN of a SELECT)")
+        return [statement.query.strip().rstrip(";").strip() for statement in statements]
     finally:
         if con is None:
             parser.close()
 
 
+# A PIVOT whose columns come from the data parses as a MULTI statement (DuckDB first reads the distinct values),
+# whatever surrounds it, so DuckDB's type does not say whether it writes. It counts as a SELECT when it starts as
+# one and names none of the words that write or change state anywhere outside literals and comments.
+_QUERY_STARTS = frozenset({"PIVOT", "PIVOT_WIDER", "UNPIVOT", "PIVOT_LONGER", "SELECT", "WITH", "FROM", "VALUES"})
+_STATE_WORDS = frozenset({
+    "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "COPY", "ATTACH", "DETACH", "SET", "RESET", "PRAGMA",
+    "CALL", "INSTALL", "LOAD", "EXPORT", "IMPORT", "CHECKPOINT", "VACUUM", "TRUNCATE", "MERGE", "USE", "EXECUTE",
+    "PREPARE", "DEALLOCATE", "BEGIN", "COMMIT", "ROLLBACK", "ABORT", "ANALYZE", "EXPLAIN", "TRANSACTION"})
+
+
+def _multi_is_select(text: str) -> bool:
+    raw = text.encode()
+    every = duckdb.tokenize(text)
+    ends = [pos for pos, _ in every[1:]] + [len(raw)]
+    words = [(kind, raw[pos:end].decode().strip().upper()) for (pos, kind), end in zip(every, ends, strict=True)
+             if kind != duckdb.token_type.comment]
+    if not words:
+        return False
+    first_kind, first = words[0]
+    if not (first in _QUERY_STARTS or (first_kind == duckdb.token_type.operator and first.startswith("("))):
+        return False
+    return not any(kind in (duckdb.token_type.keyword, duckdb.token_type.identifier) and word in _STATE_WORDS
+                   for kind, word in words)
+
+
 def _statement_kind(parser: duckdb.DuckDBPyConnection, statement) -> str:
     """SELECT for a SELECT or an EXPLAIN of one; otherwise the statement's type, e.g. COPY, SET, EXPLAIN COPY."""
     kind = statement.type.name
+    if statement.type == duckdb.StatementType.MULTI:
+        return "SELECT" if _multi_is_select(statement.query) else kind
     if statement.type != duckdb.StatementType.EXPLAIN:
         return kind
     inner = _explained(statement.query)
