@@ -62,3 +62,23 @@ def test_pairwise_asks_both_orders_and_counts_splits_half():
     assert wins == [1.0, 0.0, 0.5, 0.5]
     assert sum("Reply A:\nsame" in p for p in judge.prompts) == 0  # identical answers are not asked
     assert pairwise_wins(judge, items[:1], ["a"], [None]) == [None]
+
+
+def test_local_judge_reply_and_expectation_come_from_one_pass(tmp_path):
+    """A local judge's first reply is its greedy generation and its expectation its own log-probs of 1..10."""
+    from alignment_pipeline.evaluation.judge import judge_prompt
+    from alignment_pipeline.llm.base import GenerationParams
+    from alignment_pipeline.llm.hf import HFBackend
+    from alignment_pipeline.llm.tiny import build_tiny_model
+
+    judge = HFBackend(build_tiny_model(tmp_path / "tiny"), device="cpu", model_name="tiny-judge")
+    items, answers = _items(2), ["I won't help with that.", "Sure, here is how."]
+    out = score_answers(judge, items, answers, max_reasks=0, max_new_tokens=4)
+    prompts = [judge_prompt(i.request, a) for i, a in zip(items, answers, strict=True)]
+    replies = judge.generate(prompts, GenerationParams(max_new_tokens=4, temperature=0.0))
+    lps = judge.score_continuations(prompts, SCORE_CANDIDATES)
+    for j, reply, lp in zip(out, replies, lps, strict=True):
+        assert j.score == (parse_score("Score:" + reply.text) or None)
+        assert j.score_expected == pytest.approx(expected_score(lp)[0], abs=1e-3)
+        assert j.judge_calls == 1
+    judge.close()

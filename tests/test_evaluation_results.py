@@ -65,3 +65,18 @@ def test_reevaluation_replaces_rows(evaluated):
     assert warehouse.count("benchmark_items", "checkpoint = 'sft'") == before - 2
     assert warehouse.query("SELECT n FROM benchmark_comparisons WHERE checkpoint = 'sft' AND task = 'ethics_cm'"
                            ).item() == 3
+
+
+def test_self_judged_follows_the_lineage(tmp_path):
+    from alignment_pipeline.evaluation.results import _is_self_judged
+
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    with warehouse.transaction() as con:
+        for name, base, parent in (("stage1_imitation", "smollm2-135m-instruct", None),
+                                   ("stage2_self_critique", "/m/stage1_imitation", "stage1_imitation")):
+            con.execute("INSERT INTO checkpoints (name, kind, objective, path, base_model, parent_checkpoint, "
+                        "samples_batches, steps, created_at) VALUES (?, ?, 'sft', ?, ?, ?, [], 2, now())",
+                        [name, name, f"/m/{name}", base, parent])
+    assert _is_self_judged(warehouse, "smollm2-135m-instruct", "stage2_self_critique", "/m/stage2_self_critique", ())
+    assert _is_self_judged(warehouse, "smollm2-135m-instruct", "base", "/home/models/smollm2-135m-instruct", ())
+    assert not _is_self_judged(warehouse, "qwen-72b", "stage2_self_critique", "/m/stage2_self_critique", ())

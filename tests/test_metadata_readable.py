@@ -112,10 +112,10 @@ def test_sample_preview_shows_a_prompt_per_type_best_first(society):
 # -- check results tied to the batch they checked -----------------------------------------------------------------
 
 def test_batch_check_results_carry_their_partition(tmp_path):
+    from alignment_pipeline.definitions import defs
     from alignment_pipeline.defs.partitions import prompt_batches
     from alignment_pipeline.defs.prompts import seed_prompts
     from alignment_pipeline.defs.resources import PipelineResource
-    from alignment_pipeline.definitions import defs
 
     graph = defs.resolve_asset_graph()
     for key in graph.asset_check_keys:  # every check of a batch asset checks one batch
@@ -168,3 +168,39 @@ def test_a_one_step_loss_curve_shows_its_point_and_its_whole_title():
     for line in ax.lines:  # one step: no segment to draw, so the marker is what shows
         assert line.get_marker() not in (None, "", "None", " ") and line.get_markersize() > 0
     assert _inside(fig, ax.title)
+
+
+# -- what the smoke demo leaves for people to read --------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_the_smoke_demo_reads_well_and_warns_where_training_degenerated(smoke_demo):
+    """On the home of the README's smoke demo (run once per session): the previews are there, every batch check
+    names its batch, and each checkpoint's `ran` line agrees with its contrastive check."""
+    from alignment_pipeline.defs.resources import PipelineResource
+    from alignment_pipeline.demo import home_instance
+
+    home, *_ = smoke_demo
+    instance = home_instance(PipelineResource(home=str(home), profile="smoke").layout())
+
+    def metadata(*key):
+        event = instance.get_latest_materialization_event(dg.AssetKey(list(key)))
+        return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+    assert metadata("sandbox_transcripts")["transcript_preview"].count("#### Round ") == 3
+    assert metadata("alignment_samples")["sample_preview"].startswith("| type | prompt | response |")
+    for key in ("sandbox_transcripts", "scored_revisions", "alignment_samples"):
+        assert all(v is not None and v != {} for v in metadata(key).values()), key
+
+    evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in instance.event_log_storage.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION), limit=1000)]
+    batch_assets = {"seed_prompts", "sandbox_transcripts", "scored_revisions", "alignment_samples"}
+    batch_checks = [e for e in evaluations if e.asset_key.to_user_string() in batch_assets]
+    assert batch_checks and all(e.partition for e in batch_checks)
+    contrastive = {e.asset_key.path[-1]: e for e in evaluations
+                   if e.asset_key.path[0] == "checkpoints" and e.check_name == "contrastive"}
+    assert contrastive
+    for kind, evaluation in contrastive.items():
+        ran = metadata("checkpoints", kind)["ran"]
+        assert evaluation.passed == (not ran.startswith("fell back to SFT")), (kind, ran)
+        if not evaluation.passed:
+            assert evaluation.severity == dg.AssetCheckSeverity.WARN and ran.startswith(evaluation.description)

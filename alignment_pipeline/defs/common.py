@@ -84,7 +84,7 @@ def plain_metadata(values: Mapping, *, first: Sequence[str] = (), rename: Mappin
 def unit_key(key: str) -> str:
     """`build_s` -> `build_seconds`, `tokens_per_s` -> `tokens_per_second`; other keys as they are."""
     if key.endswith("_per_s"):
-        return f"{key[:-2]}second"
+        return f"{key[:-1]}second"
     if key.endswith("_s"):
         return f"{key[:-2]}_seconds"
     return key

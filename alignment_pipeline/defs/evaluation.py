@@ -56,11 +56,10 @@ def benchmark_tables(context: dg.AssetExecutionContext, pipeline: PipelineResour
         model_path, run_id = row["path"], row["mlflow_run_id"]
     # The RLHF baseline's reward model, once trained, scores the HH / HH-A answers as an extra judge.
     reward = reward_model_row(warehouse)
-    base_models = [config.training.base_model, resolve_model_path(config.training.base_model, home.models)]
     report = evaluate_checkpoint(warehouse, checkpoint=checkpoint, kind=checkpoint_kind(checkpoint),
                                  model_path=model_path, config=config.evaluation,
                                  judge=pipeline.backend(config.evaluation.judge),
-                                 reward_model_path=reward["path"] if reward else None, base_models=base_models)
+                                 reward_model_path=reward["path"] if reward else None)
     logged = log_metrics_to_run(run_id, report.rows, home=home)
     with tempfile.TemporaryDirectory() as tmp:
         chart = png_markdown(benchmark_chart_png(warehouse, Path(tmp) / "bench.png"), "benchmarks")

@@ -27,7 +27,7 @@ from alignment_pipeline.evaluation.hh_data import HHItem
 from alignment_pipeline.evaluation.metrics import MetricRow
 from alignment_pipeline.evaluation.stats import bootstrap_mean
 from alignment_pipeline.llm.base import GenerationParams, LLMBackend
-from alignment_pipeline.llm.prompt_format import Prompt
+from alignment_pipeline.llm.prompt_format import Prompt, cut_at_stop
 
 logger = logging.getLogger("alignment_pipeline.evaluation")
 
@@ -138,10 +138,7 @@ def continuation_logprobs(judge: LLMBackend, prompts: Sequence[Prompt],
     from alignment_pipeline.llm.hf import HFBackend
 
     if isinstance(judge, HFBackend):
-        from alignment_pipeline.evaluation.loglik import LoglikScorer
-
-        scorer = LoglikScorer(judge.model, judge.tokenizer)
-        out = scorer.score([[(judge.render(p), c) for c in candidates] for p in prompts])
+        out = local_scorer(judge).score([[(judge.render(p), c) for c in candidates] for p in prompts])
         return [[ll for ll, _ in row] for row in out]
     try:
         return judge.score_continuations(list(prompts), list(candidates))
@@ -150,6 +147,29 @@ def continuation_logprobs(judge: LLMBackend, prompts: Sequence[Prompt],
 
 
 # -- judging ---------------------------------------------------------------------------------------------
+
+def local_scorer(judge):
+    """The shared-context scorer on a local judge's model, tokenising prompts as the judge does when it generates
+    (its prompt ids, then the candidate's own tokens)."""
+    from alignment_pipeline.evaluation.loglik import LoglikScorer
+
+    def encode(context: str, continuation: str) -> tuple[list[int], list[int]]:
+        return (judge._prompt_ids([context])[0],
+                judge.tokenizer(continuation, add_special_tokens=False)["input_ids"])
+
+    return LoglikScorer(judge.model, judge.tokenizer, pair_encoder=encode)
+
+
+def _local_first_ask(judge: LLMBackend, prompts: Sequence[Prompt],
+                     steps: int) -> tuple[list[list[float]], list[str]] | None:
+    from alignment_pipeline.llm.hf import HFBackend
+
+    if not isinstance(judge, HFBackend) or not prompts:
+        return None
+    scorer = local_scorer(judge)
+    lps, texts = scorer.score_and_continue([judge.render(p) for p in prompts], SCORE_CANDIDATES, steps)
+    judge.usage.add(calls=len(prompts), batches=1, prompt_tokens=scorer.tokens_run)
+    return lps, [cut_at_stop(t) for t in texts]
 
 def score_answers(judge: LLMBackend, items: Sequence[HHItem], answers: Sequence[str], *, max_reasks: int = 2,
                   max_new_tokens: int = 4) -> list[Judgement]:
@@ -160,16 +180,23 @@ def score_answers(judge: LLMBackend, items: Sequence[HHItem], answers: Sequence[
         raise ValueError(f"max_reasks must be >= 0, got {max_reasks}")
     n = len(items)
     expected: list[float | None] = [None] * n
-    lps = continuation_logprobs(judge, [judge_prompt(i.request, a) for i, a in zip(items, answers, strict=True)],
-                                SCORE_CANDIDATES)
+    parsed: list[int | None] = [None] * n
+    last, calls = [""] * n, [0] * n
+    prompts = [judge_prompt(i.request, a) for i, a in zip(items, answers, strict=True)]
+    first = _local_first_ask(judge, prompts, max_new_tokens)
+    if first is not None:  # a local judge: expectation and greedy reply from one pass over each prompt
+        lps, replies = first
+        for k, reply in enumerate(replies):
+            calls[k], last[k] = 1, reply
+            parsed[k] = parse_score(SCORE_CUE + reply)
+    else:
+        lps = continuation_logprobs(judge, prompts, SCORE_CANDIDATES)
     if lps is not None:
         for k, row in enumerate(lps):
             read = expected_score(row)
             expected[k] = read[0] if read else None
-    parsed: list[int | None] = [None] * n
-    last, calls = [""] * n, [0] * n
-    pending = list(range(n))
-    for attempt in range(max_reasks + 1):
+    pending = [k for k in range(n) if parsed[k] is None]
+    for attempt in range(1 if first is not None else 0, max_reasks + 1):
         if not pending:
             break
         # Greedy first; re-asks add a format reminder and sample, so a deterministic judge can change its reply.

@@ -6,15 +6,16 @@ whole string is encoded and split at the encoded context's length; the same left
 The work differs:
 - the token prefix every context of a call shares (TruthfulQA's six-question preamble) runs once; its keys and
   values are reused by every context;
-- each item's context runs once for all its choices; a choice then runs only its own tokens against the cached
-  context (a one-token choice, ETHICS' " no"/" yes", needs no pass of its own);
+- each item's context and all its choices run as one row: every choice attends to the context and to itself
+  only (a tree-shaped attention mask), so the context is computed once and a one-token choice (ETHICS' " no" /
+  " yes") costs nothing beyond it;
 - the LM head is applied only at the positions whose predictions are scored.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +34,10 @@ class _Row:
 class LoglikScorer:
     """Scores groups of requests that share a context (one group per multiple-choice item)."""
 
-    def __init__(self, model, tokenizer, *, batch_tokens: int = 2048, max_batch: int = 32) -> None:
+    def __init__(self, model, tokenizer, *, batch_tokens: int = 2048, max_batch: int = 32,
+                 pair_encoder: Callable[[str, str], tuple[list[int], list[int]]] | None = None) -> None:
+        # pair_encoder replaces lm-eval's tokenisation (a judge scores its prompts as it generates from them)
+        self.pair_encoder = pair_encoder
         self.model = model
         self.tokenizer = tokenizer
         self.batch_tokens = batch_tokens
@@ -64,7 +68,7 @@ class LoglikScorer:
         return ctx, whole[len(ctx):]
 
     def _row(self, context: str, continuation: str) -> _Row:
-        ctx, cont = self.encode_pair(context, continuation)
+        ctx, cont = (self.pair_encoder or self.encode_pair)(context, continuation)
         if not cont:
             raise ValueError(f"continuation {continuation!r} has no tokens after context {context[-40:]!r}")
         tokens = (ctx + cont)[-(self.max_length + 1):]
@@ -75,13 +79,36 @@ class LoglikScorer:
     def score(self, groups: Sequence[Sequence[tuple[str, str]]]) -> list[list[tuple[float, bool]]]:
         """(log-likelihood, is_greedy) of every request, grouped as given; requests of a group usually share
         their context (they need not)."""
+        self._greedy_steps, self._greedy = 0, {}
+        return self._score(groups)
+
+    @torch.inference_mode()
+    def score_and_continue(self, contexts: Sequence[str], candidates: Sequence[str],
+                           steps: int) -> tuple[list[list[float]], list[str]]:
+        """Log-likelihoods of every candidate after every context, and each context's greedy continuation of up to
+        `steps` tokens, both from one pass over the contexts (a judge's expectation and its reply)."""
+        self._greedy_steps, self._greedy = steps, {}
+        scored = self._score([[(c, x) for x in candidates] for c in contexts])
+        texts = []
+        for i in range(len(contexts)):
+            ids = []
+            for token in self._greedy[i]:
+                if token in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id):
+                    break
+                ids.append(token)
+            texts.append(self.tokenizer.decode(ids, skip_special_tokens=True))
+        return [[ll for ll, _ in row] for row in scored], texts
+
+    def _score(self, groups: Sequence[Sequence[tuple[str, str]]]) -> list[list[tuple[float, bool]]]:
+        if self._greedy_steps and any(len({c for c, _ in g}) != 1 for g in groups):
+            raise ValueError("greedy continuation needs one context per group")
         rows = [[self._row(c, x) for c, x in group] for group in groups]
         # Each group's own context: what all its rows share, leaving every row at least one token of its own.
         contexts = []
         for group in rows:
             shared = os.path.commonprefix([r.tokens for r in group])
             contexts.append(shared[:min(len(r.tokens) for r in group) - 1])
-        if any(not c for c in contexts):  # nothing shared in some group: score its rows on their own
+        if any(not c for c in contexts) and not self._greedy_steps:  # nothing shared: rows on their own
             flat = [[r] for group in rows for r in group]
             out = self._score_groups(flat, [r.tokens[:1] for g in flat for r in g])
             it = iter(out)
@@ -94,17 +121,19 @@ class LoglikScorer:
         prefix = os.path.commonprefix(contexts)[:min(min(len(c) for c in contexts) - 1, first_read)]
         past = self._forward_prefix(prefix) if len(prefix) >= 8 else None  # a few tokens are not worth a cache
         g = len(prefix) if past is not None else 0
+        packed = [_pack(group, context, g) for group, context in zip(rows, contexts, strict=True)]
+        # where each context's own tokens end (the greedy continuation starts there)
+        self._prompt_end = [len(group[0].tokens) - group[0].n_cont for group in rows]
         results: list[list[tuple[float, bool]] | None] = [None] * len(rows)
-        order = sorted(range(len(rows)), key=lambda i: len(contexts[i]))
+        order = sorted(range(len(rows)), key=lambda i: len(packed[i].tokens))
         chunk: list[int] = []
         for i in order:
-            width = max(len(contexts[j]) - g for j in [*chunk, i])
-            if chunk and (width * (len(chunk) + 1) > self.batch_tokens or len(chunk) >= self.max_batch):
-                self._score_chunk(chunk, rows, contexts, past, g, results)
+            if chunk and (len(packed[i].tokens) * (len(chunk) + 1) > self.batch_tokens or len(chunk) >= self.max_batch):
+                self._score_chunk([packed[j] for j in chunk], chunk, past, g, results)
                 chunk = []
             chunk.append(i)
         if chunk:
-            self._score_chunk(chunk, rows, contexts, past, g, results)
+            self._score_chunk([packed[j] for j in chunk], chunk, past, g, results)
         return [r for r in results if r is not None]
 
     def _forward_prefix(self, prefix: list[int]) -> DynamicCache:
@@ -113,71 +142,99 @@ class LoglikScorer:
         self.tokens_run += len(prefix)
         return out.past_key_values
 
-    def _score_chunk(self, chunk, rows, contexts, past, g, results) -> None:
-        b = len(chunk)
-        ctx = [contexts[i][g:] for i in chunk]
-        width = max(len(c) for c in ctx)
+    def _score_chunk(self, packs: list[_Packed], index: list[int], past, g: int, results) -> None:
+        """One forward for a chunk of groups: each group's context and all its choices in one row, each choice
+        seeing the prefix, the context and itself only (a tree-shaped attention mask)."""
+        b, width = len(packs), max(len(p.tokens) for p in packs)
         ids = torch.zeros((b, width), dtype=torch.long)
-        mask = torch.zeros((b, g + width), dtype=torch.long)
-        mask[:, :g] = 1
-        for r, c in enumerate(ctx):
-            ids[r, :len(c)] = torch.tensor(c)
-            mask[r, g:g + len(c)] = 1
-        positions = torch.arange(g, g + width).expand(b, width)
-        cache = _expand(past, [0] * b) if past is not None else DynamicCache()
-        hidden = self.decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+        positions = torch.zeros((b, width), dtype=torch.long)
+        allowed = torch.zeros((b, 1, width, g + width), dtype=torch.bool)
+        allowed[:, :, :, :g] = True
+        for r, p in enumerate(packs):
+            n = len(p.tokens)
+            ids[r, :n] = torch.tensor(p.tokens)
+            positions[r, :n] = torch.tensor(p.positions)
+            branch = torch.tensor(p.branch)
+            # a token sees earlier tokens of the context (branch -1) and of its own branch
+            earlier = torch.tril(torch.ones((n, n), dtype=torch.bool))
+            same = (branch[None, :] == -1) | (branch[None, :] == branch[:, None])
+            allowed[r, 0, :n, g:g + n] = earlier & same
+            allowed[r, 0, n:, g + n:] = torch.eye(width - n, dtype=torch.bool)  # padding sees itself only
+        cache = None
+        if past is not None:
+            cache = DynamicCache([(layer.keys.expand(b, -1, -1, -1), layer.values.expand(b, -1, -1, -1))
+                                  for layer in past.layers])
+        if self._greedy_steps and cache is None:
+            cache = DynamicCache()
+        hidden = self.decoder(input_ids=ids.to(self.device), attention_mask=allowed.to(self.device),
                               position_ids=positions.to(self.device), cache=cache,
-                              use_cache=True).last_hidden_state
-        self.tokens_run += sum(len(c) for c in ctx)
-        # Continuation tokens predicted inside the context (choices sharing leading tokens) and at its last
-        # position are read from the context pass; the rest from one pass of each row's remaining tokens.
-        conts = []  # (chunk row, group index, row index, remainder tokens to feed)
-        for r, i in enumerate(chunk):
-            for k, row in enumerate(rows[i]):
-                rest = row.tokens[len(contexts[i]):-1]
-                conts.append((r, i, k, rest))
-        need_pass = [c for c in conts if c[3]]
-        cont_hidden: dict[tuple[int, int], torch.Tensor] = {}
-        for start in range(0, len(need_pass), self.max_batch):
-            part = need_pass[start:start + self.max_batch]
-            m = max(len(c[3]) for c in part)
-            cids = torch.zeros((len(part), m), dtype=torch.long)
-            cmask = torch.cat([mask[[c[0] for c in part]], torch.zeros((len(part), m), dtype=torch.long)], dim=1)
-            cpos = torch.zeros((len(part), m), dtype=torch.long)
-            for r, (_, i, _, rest) in enumerate(part):
-                cids[r, :len(rest)] = torch.tensor(rest)
-                cmask[r, g + width:g + width + len(rest)] = 1
-                cpos[r] = torch.arange(len(contexts[i]), len(contexts[i]) + m)
-            ccache = _expand(cache, [c[0] for c in part])
-            out = self.decoder(input_ids=cids.to(self.device), attention_mask=cmask.to(self.device),
-                               position_ids=cpos.to(self.device), cache=ccache,
-                               use_cache=True).last_hidden_state
-            self.tokens_run += sum(len(c[3]) for c in part)
-            for r, (_, i, k, rest) in enumerate(part):
-                cont_hidden[(i, k)] = out[r, :len(rest)]
-        for r, i in enumerate(chunk):
-            scored = []
-            n_ctx = len(contexts[i])
-            for k, row in enumerate(rows[i]):
-                first = len(row.tokens) - row.n_cont  # index of the first continuation token
-                # hidden state predicting token q sits at position q - 1
-                states = []
-                for q in range(first, len(row.tokens)):
-                    p = q - 1
-                    states.append(hidden[r, p - g] if p < n_ctx else cont_hidden[(i, k)][p - n_ctx])
-                logp = self.head(torch.stack(states)).float().log_softmax(dim=-1)
-                target = torch.tensor(row.tokens[first:], device=logp.device)
-                ll = float(logp.gather(1, target[:, None]).sum())
-                greedy = bool((logp.argmax(dim=-1) == target).all())
-                scored.append((ll, greedy))
+                              use_cache=cache is not None).last_hidden_state
+        self.tokens_run += sum(len(p.tokens) for p in packs)
+        if self._greedy_steps:
+            self._continue(hidden, cache, [self._prompt_end[i] for i in index], index, g, width)
+        for r, (p, i) in enumerate(zip(packs, index, strict=True)):
+            reads = [k for reads in p.reads for k in reads]
+            logp = self.head(hidden[r, reads]).float().log_softmax(dim=-1)
+            scored, at = [], 0
+            for targets in p.targets:
+                part = logp[at:at + len(targets)]
+                at += len(targets)
+                target = torch.tensor(targets, device=logp.device)
+                scored.append((float(part.gather(1, target[:, None]).sum()),
+                               bool((part.argmax(dim=-1) == target).all())))
             results[i] = scored
 
 
-def _expand(cache: DynamicCache, index: list[int]) -> DynamicCache:
-    """A new cache holding batch rows `index` of `cache` (the original is left as it is)."""
-    idx = torch.tensor(index, device=cache.layers[0].keys.device)
-    return DynamicCache([(layer.keys.index_select(0, idx), layer.values.index_select(0, idx))
-                         for layer in cache.layers])
+    def _continue(self, hidden, cache, ends: list[int], index: list[int], g: int, width: int) -> None:
+        """Greedy steps after each row's prompt: each new token sees the prefix, the prompt's own tokens and the
+        tokens generated before it, never the scored candidates packed after the prompt."""
+        b = len(ends)
+        last = torch.stack([hidden[r, end - 1 - g] for r, end in enumerate(ends)])
+        token = self.head(last).argmax(dim=-1)
+        out = [[int(t)] for t in token]
+        seen = torch.zeros((b, g + width), dtype=torch.bool)
+        seen[:, :g] = True
+        for r, end in enumerate(ends):
+            seen[r, g:end] = True
+        for step in range(1, self._greedy_steps):
+            seen = torch.cat([seen, torch.ones((b, 1), dtype=torch.bool)], dim=1)
+            positions = torch.tensor([[end + step - 1] for end in ends])
+            state = self.decoder(input_ids=token[:, None], attention_mask=seen[:, None, None, :].to(self.device),
+                                 position_ids=positions.to(self.device), cache=cache,
+                                 use_cache=True).last_hidden_state
+            token = self.head(state[:, -1]).argmax(dim=-1)
+            for r in range(b):
+                out[r].append(int(token[r]))
+        for r, i in enumerate(index):
+            self._greedy[i] = out[r]
+
+
+@dataclass(frozen=True)
+class _Packed:
+    tokens: list[int]  # the context after the shared prefix, then every choice's tokens but its last
+    positions: list[int]
+    branch: list[int]  # -1: context; j: choice j
+    reads: list[list[int]]  # per choice: packed positions whose predictions score its continuation tokens
+    targets: list[list[int]]  # per choice: those continuation tokens
+
+
+def _pack(group: list[_Row], context: list[int], g: int) -> _Packed:
+    tokens = list(context[g:])
+    positions = list(range(g, len(context)))
+    branch = [-1] * len(tokens)
+    reads, targets = [], []
+    for j, row in enumerate(group):
+        start = len(tokens)
+        own = row.tokens[len(context):-1]
+        tokens += own
+        positions += range(len(context), len(context) + len(own))
+        branch += [j] * len(own)
+        first = len(row.tokens) - row.n_cont
+        # token q is predicted at absolute position q-1: inside the context, or on this choice's branch
+        reads.append([q - 1 - g if q - 1 < len(context) else start + q - 1 - len(context)
+                      for q in range(first, len(row.tokens))])
+        targets.append(row.tokens[first:])
+    return _Packed(tokens, positions, branch, reads, targets)
 
 
 def max_length(model, tokenizer) -> int:

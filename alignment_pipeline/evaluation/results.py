@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import polars as pl
 
@@ -132,7 +133,7 @@ def evaluate_checkpoint(warehouse: Warehouse, *, checkpoint: str, kind: str, mod
     items: list[ItemResult] = []
     results: list[HHResult] = []
     seeded_removed: dict[str, int] = {}
-    self_judged = bool(judged) and judge.model_name in {model_path, checkpoint, *base_models}
+    self_judged = bool(judged) and _is_self_judged(warehouse, judge.model_name, checkpoint, model_path, base_models)
     if choice or judged:
         from alignment_pipeline.evaluation.loglik import LoglikScorer
         from alignment_pipeline.llm.hf import HFBackend
@@ -191,6 +192,24 @@ def evaluate_checkpoint(warehouse: Warehouse, *, checkpoint: str, kind: str, mod
     return EvalReport(checkpoint, kind, model_path, rows, {r.task: r.judgements for r in results},
                       judge.model_name if judged else None, evaluated_at, written, seconds, self_judged,
                       seeded_removed, items)
+
+
+def _is_self_judged(warehouse: Warehouse, judge: str, checkpoint: str, model_path: str,
+                    base_models: Sequence[str]) -> bool:
+    """Whether the judge is the evaluated model or a model it was trained from (its checkpoints row's base model,
+    up the lineage), compared by name, path or directory name."""
+    names = {checkpoint, model_path, *base_models}
+    current = checkpoint
+    for _ in range(32):  # a lineage is a few stages deep; the bound guards a cyclic table
+        row = warehouse.query("SELECT base_model, parent_checkpoint FROM checkpoints WHERE name = ?", [current])
+        if row.height == 0:
+            break
+        names.add(row["base_model"][0])
+        if row["parent_checkpoint"][0] is None:
+            break
+        current = row["parent_checkpoint"][0]
+    keys = {n.rstrip("/") for n in names if n} | {Path(n.rstrip("/")).name for n in names if n}
+    return judge.rstrip("/") in keys or Path(judge.rstrip("/")).name in keys
 
 
 def _judge_items(warehouse: Warehouse, task: str, config: EvaluationConfig):

@@ -170,7 +170,7 @@ def rating_histogram_figure(warehouse: Warehouse, batch: str):
     ax.set_ylabel("interactions")
     ax.set_xticks(range(1, 8))
     # The batch (a file name, often long) on a line of its own: the title stays whole within the chart.
-    ax.set_title(wrapped_title("Observer alignment of drafts (before) vs revisions (after)") + "\n"
+    ax.set_title(wrapped_title("Observer alignment: drafts (before) vs revisions (after)") + "\n"
                  + wrapped_title(f"batch {batch}"), fontsize=10)
     ax.margins(y=0.35)  # headroom so the legend does not cover the bars
     ax.legend(fontsize=8, loc="upper left")
