@@ -314,6 +314,8 @@ def evaluate(
     kind: str = typer.Option("baseline", "--kind", help="base | baseline | reference | stage…"),
     limit: int | None = typer.Option(None, "--limit", help="A seeded sample of this many items per multiple-choice "
                                      "task, the same for every model (default: the profile's; 0: the whole split)."),
+    dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | auto (default: the profile's); "
+                                     "float32 gives lm-eval's float32 verdicts exactly."),
 ) -> None:
     """Benchmark a model from outside the pipeline into the same benchmark_results table (per-item results in
     benchmark_items, the comparison with base in benchmark_comparisons)."""
@@ -321,12 +323,12 @@ def evaluate(
 
     pipeline = _pipeline()
     config = pipeline.config().evaluation
-    update = {k: v for k, v in {"tasks": tasks}.items() if v}
+    update = {k: v for k, v in {"tasks": tasks, "dtype": dtype}.items() if v}
     if limit is not None:
         update["limit"] = limit or None
     elif tasks:  # named tasks without a limit: the whole split
         update["limit"] = None
-    config = config.model_copy(update=update)
+    config = type(config).model_validate({**config.model_dump(), **update})
     warehouse = pipeline.warehouse()
     from alignment_pipeline.llm.models import resolve_model_path
 

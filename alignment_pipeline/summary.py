@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from alignment_pipeline.sandbox.answers import is_clean
 from alignment_pipeline.warehouse.db import Warehouse
 
-_BENCHMARK_COLUMNS = ("hh", "hh_a", "moral_stories", "ethics", "truthfulqa_mc1", "hh_preference", "mic_proxy")
+_BENCHMARK_COLUMNS = ("hh", "hh_a", "moral_stories", "ethics", "truthfulqa_mc1", "hh_preference")
 
 
 def paired_difference(before: Sequence[float], after: Sequence[float]) -> dict:
@@ -112,7 +112,7 @@ def lineage_summary(warehouse: Warehouse) -> str:
 
 def benchmark_lines(warehouse: Warehouse) -> list[str]:
     """Each measured model's cells: value [95% interval] n, and for checkpoints Δ against base on the same items
-    (`*`: its interval excludes zero). mic_proxy is not MIC and is in no headline."""
+    (`*`: its interval excludes zero). mic_proxy (not MIC) is never shown here."""
     fields = [f"{c}{s}" for c in _BENCHMARK_COLUMNS for s in ("", "_low", "_high", "_n", "_diff", "_sig")]
     table = warehouse.query("SELECT model, kind, self_judged, datasets, " + ", ".join(fields) +
                             " FROM benchmark_table WHERE source = 'measured' ORDER BY evaluated_at, model")
@@ -121,7 +121,7 @@ def benchmark_lines(warehouse: Warehouse) -> list[str]:
     judged = any(table["self_judged"].drop_nulls().to_list())
     lines = ["benchmarks (HH/HH-A: judge score 1-10" + (", self-judged" if judged else "") + "; hh_preference: "
              "length-normalised accuracy; others: accuracy; value [95% interval] n, Δ vs base, * = interval "
-             "excludes 0; mic_proxy is not MIC):"]
+             "excludes 0):"]
     lines.append("  " + f"{'model':<22} " + " ".join(f"{c:>26}" for c in _BENCHMARK_COLUMNS))
     for r in table.iter_rows(named=True):
         cells = []

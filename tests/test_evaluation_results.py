@@ -50,7 +50,8 @@ def test_cells_items_and_comparisons(evaluated, tmp_path):
     assert len([p for p in judge.prompts if "Score:" in p]) == 2
     assert reports["base"].seeded_removed["hh"] >= 356
     text = benchmark_markdown(warehouse, include_paper=False)
-    assert "n=5; Δ +0.000" in text and "(self-judged)" in text and "MIC proxy (not MIC)" in text
+    assert "n=5; Δ +0.000" in text and "(self-judged)" in text
+    assert "| MIC proxy" not in text and "MIC proxy (hand-written items, **not MIC**; in no headline): base" in text
     assert benchmark_chart_png(warehouse, tmp_path / "c.png").stat().st_size > 10_000
 
 

@@ -38,7 +38,13 @@ ON_A_DEMO_HOME = (
     "alignment-pipeline export --format sppo --out exports/",
 )
 GPU_BENCH = "alignment-pipeline bench gpu --out reports/gpu"
-RUN_HERE = (SMOKE_DEMO, DEMO, DAGSTER_HOME_DIR, DAGSTER_DEV, INGEST, GPU_BENCH, *ON_A_DEMO_HOME)
+# Run in a folder whose `.alignment` (the default home) is the smoke demo's home.
+IN_A_DEMO_FOLDER = (
+    "alignment-pipeline evaluate --checkpoint .alignment/checkpoints/sft/model --name my-sft --tasks ethics_cm "
+    "--limit 200",
+    "alignment-pipeline evaluate --checkpoint .alignment/checkpoints/sft/model --tasks truthfulqa_mc1",
+)
+RUN_HERE = (SMOKE_DEMO, DEMO, DAGSTER_HOME_DIR, DAGSTER_DEV, INGEST, GPU_BENCH, *ON_A_DEMO_HOME, *IN_A_DEMO_FOLDER)
 # Commands the CI script runs exactly as written (asserted below).
 RUN_ELSEWHERE = {
     'pip install -e ".[dev]"': "the CI script's install step",
@@ -53,6 +59,7 @@ MEASUREMENTS = {
         "tests/test_sandbox_bench.py", "--backend"),
     "alignment-pipeline bench warehouse": ("tests/test_samples_bench.py", "bench_warehouse"),
     "alignment-pipeline bench trainer --compare trl": ("tests/test_trainer_bench.py", "bench_trainer"),
+    "alignment-pipeline bench eval --task truthfulqa_mc1 --items 50": ("tests/test_evaluation_bench.py", "bench_eval"),
 }
 
 
@@ -147,6 +154,26 @@ def test_readme_commands_on_the_demo_home(smoke_demo, command, tmp_path):
         assert any((tmp_path / "exports").rglob("*.parquet")), list((tmp_path / "exports").rglob("*"))
     else:
         assert out.stdout.strip()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", IN_A_DEMO_FOLDER)
+def test_readme_evaluate_commands_in_a_demo_folder(smoke_demo, command, tmp_path):
+    """With no ALIGNMENT_HOME the home is ./.alignment: here the smoke demo's, whose sft checkpoint is evaluated
+    into its tables under the given name (the whole TruthfulQA split when no limit is given)."""
+    from alignment_pipeline.warehouse import Warehouse
+
+    home, env, done, _seconds = smoke_demo
+    assert done.returncode == 0, "the smoke demo failed: see test_the_smoke_demo_trains_and_benchmarks_everything"
+    (tmp_path / ".alignment").symlink_to(home)
+    env = {k: v for k, v in env.items() if k != "ALIGNMENT_HOME"}
+    out = _run(command, cwd=tmp_path, env=env, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    name = "my-sft" if "--name my-sft" in command else "model"
+    rows = Warehouse(home / "warehouse.duckdb").query(
+        "SELECT task, n FROM benchmark_results WHERE checkpoint = ? AND metric = 'acc'", [name]).rows()
+    expected = ("ethics_cm", 200) if "ethics_cm" in command else ("truthfulqa_mc1", 817)
+    assert expected in rows, rows
 
 
 def test_readme_ingest_command(tmp_path):

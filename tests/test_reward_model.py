@@ -142,7 +142,9 @@ def test_reward_model_scores_hh_answers_as_an_extra_judge(tmp_path):
     model.save_pretrained(tmp_path / "rm")
     tok.save_pretrained(tmp_path / "rm")
     want = SCORE_CANDIDATES[6]
-    judge = ScriptedLLM(scorer=lambda p, cands: [0.0 if c == want else -60.0 for c in cands], model_name="j")
+    # The judge writes its score (the parsed integer is the score) and puts its log-prob mass on the same one.
+    judge = ScriptedLLM(responder=lambda p: " 7\nReason: ok",
+                        scorer=lambda p, cands: [0.0 if c == want else -60.0 for c in cands], model_name="j")
     wh = Warehouse(tmp_path / "w.duckdb")
     config = EvaluationConfig(tasks=["hh", "hh_a"], hh_limit=3, max_new_tokens=6, device="cpu")
     report = evaluate_checkpoint(wh, checkpoint="rlhf", kind="baseline", model_path=tiny, config=config,

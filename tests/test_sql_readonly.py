@@ -184,7 +184,8 @@ def test_home_without_warehouse_is_an_error_and_creates_no_database(home):
 def test_outdated_or_missing_schema_is_reported_not_migrated(tmp_path):
     old_root = tmp_path / "sql_old"
     shutil.copytree(sql_dir(), old_root)
-    (old_root / "schema" / "050_benchmarks.sql").unlink()
+    for schema in ("050_benchmarks.sql", "051_benchmark_items.sql"):
+        (old_root / "schema" / schema).unlink()
     for view in ("benchmark_table.sql", "benchmark_00_paper.sql"):
         (old_root / "views" / view).unlink()
     Warehouse(tmp_path / "old.duckdb", sql_root=old_root).migrate()

@@ -239,8 +239,8 @@ def _write(warehouse, checkpoint, kind, mic=0.5, truthful=0.25):
     from alignment_pipeline.evaluation.results import write_results
 
     return write_results(warehouse, checkpoint=checkpoint, kind=kind, model_path="m", hh_results=[],
-                         evaluated_at=datetime(2026, 1, 1), tasks=["mic", "truthfulqa_mc1"],
-                         rows=[MetricRow("mic", "acc", mic, 0.1, 8, "fixture"),
+                         evaluated_at=datetime(2026, 1, 1), tasks=["mic_proxy", "truthfulqa_mc1"],
+                         rows=[MetricRow("mic_proxy", "acc", mic, 0.1, 8, "fixture"),
                                MetricRow("truthfulqa_mc1", "acc", truthful, 0.1, 8, "fixture")])
 
 
@@ -266,7 +266,7 @@ def test_identical_rows_are_warned_about(tmp_path):
 
     warehouse = Warehouse(tmp_path / "w.duckdb")
     _write(warehouse, "sft", "baseline")
-    _write(warehouse, "stage1_imitation", "stage", mic=0.625)
+    _write(warehouse, "stage1_imitation", "stage", truthful=0.375)  # the proxy never tells rows apart
     assert identical_measured_rows(warehouse) == []
     assert benchmark_markdown(warehouse).startswith("| model |")
     _write(warehouse, "dpo", "baseline")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from alignment_pipeline.llm.config import BackendSpec
@@ -21,6 +23,9 @@ class EvaluationConfig(StrictModel):
     seed: int = Field(0, description="seed of the item samples")
     batch_size: int = Field(8, ge=1, description="lm-eval batch size (built-in tasks of other names)")
     device: str = Field("auto", description="torch device of the evaluated model; auto: CUDA when present")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="dtype of the evaluated model: auto (bfloat16 on CUDA, float32 on CPU), "
+                                           "float32 or bfloat16 (fast on CPUs with AMX; verdicts near a tie can differ "
+                                           "from float32)")
 
     # HH / HH-A: the evaluated model answers, a judge scores (and compares with the base model's answer).
     judge: BackendSpec = Field(default_factory=BackendSpec, description="model rating the HH / HH-A answers")

@@ -2,7 +2,7 @@
 
 A measured cell reads `value [low, high] n=N`, then, for a checkpoint other than base, `Δ diff [low, high]` against
 base on the same items, marked `*` where that interval excludes zero. HH / HH-A say `self-judged` when the judge is
-the evaluated model or its base. mic_proxy is not MIC: its own column, never in a headline."""
+the evaluated model or its base. mic_proxy is not MIC: a note under the table, never a column of it."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from alignment_pipeline.warehouse.db import Warehouse
 # (column of the benchmark_table view, heading in the paper's table)
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("hh", "HH"), ("hh_a", "HH-A"), ("moral_stories", "Moral Stories"), ("mic", "MIC"), ("ethics", "ETHICS"),
-    ("truthfulqa_mc1", "TruthfulQA MC1"), ("hh_preference", "HH preference"), ("mic_proxy", "MIC proxy (not MIC)"),
+    ("truthfulqa_mc1", "TruthfulQA MC1"), ("hh_preference", "HH preference"),
 )
-MEASURED_ONLY = ("hh_preference", "mic_proxy")  # the paper has no such column
+MEASURED_ONLY = ("hh_preference",)  # the paper has no such column
 PAPER_ONLY = ("mic",)  # the paper's MIC; never measured here
 JUDGE_COLUMNS = ("hh", "hh_a")  # 1..10; the rest are accuracies in 0..1
 CHART_WIDTH_PX, CHART_DPI = 1100, 110
@@ -39,7 +39,7 @@ def benchmark_frame(warehouse: Warehouse, *, include_paper: bool = True) -> pl.D
 
 def benchmark_markdown(warehouse: Warehouse, *, include_paper: bool = True) -> str:
     """The pivot as a markdown table shaped like the paper's: measured cells with n, interval and Δ (above), the
-    paper's rows marked `paper`, the data behind our rows (real, fixture or both) in the last column. When
+    paper's rows marked `paper`, the data behind our rows (real, proxy) in the last column. When
     measured rows show the same value on every benchmark, a warning line comes first (see
     `identical_measured_rows`)."""
     frame = benchmark_frame(warehouse, include_paper=include_paper)
@@ -55,7 +55,18 @@ def benchmark_markdown(warehouse: Warehouse, *, include_paper: bool = True) -> s
     if frame.height == 0:
         lines.append("| (no results yet) |" + " |" * (len(head) - 1))
     warnings = [identical_warning(group) for group in _identical(frame)]
-    return "".join(f"{w}\n\n" for w in warnings) + "\n".join(lines) + "\n"
+    proxy = [f"{_escape(r['model'])} {_measured_cell(r, 'mic_proxy')}" for r in frame.iter_rows(named=True)
+             if r["source"] == "measured" and r["mic_proxy"] is not None]
+    notes = ["", "MIC proxy (hand-written items, **not MIC**; in no headline): " + "; ".join(proxy)] if proxy else []
+    wins = warehouse.query("SELECT model, task, value, ci_low, ci_high, n, self_judged FROM benchmark_cells "
+                           "WHERE metric = 'win_rate' ORDER BY model, task")
+    if wins.height:
+        notes += ["", "Win rate against base's answer (judge asked in both orders, ties and split verdicts ½; 95% "
+                      "bootstrap interval): " + "; ".join(
+                          f"{_escape(r['model'])} {r['task']} {r['value']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] "
+                          f"n={r['n']}" + (" (self-judged)" if r["self_judged"] else "")
+                          for r in wins.iter_rows(named=True) if r["value"] is not None)]
+    return "".join(f"{w}\n\n" for w in warnings) + "\n".join(lines + notes) + "\n"
 
 
 def identical_measured_rows(warehouse: Warehouse) -> list[list[str]]:
@@ -142,7 +153,7 @@ def benchmark_chart_png(warehouse: Warehouse, path: str | Path, *, include_paper
         axes[1].text(0.5, 0.5, "no results yet", ha="center", va="center", transform=axes[1].transAxes)
     else:
         fig.legend(loc="lower center", ncol=min(4, len(models)), fontsize=7, frameon=False)
-    fig.suptitle("Benchmarks with 95% intervals (hatched: reported in the paper; MIC proxy is not MIC)")
+    fig.suptitle("Benchmarks with 95% intervals (hatched: reported in the paper)")
     fig.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(models) / 4), 1, 0.95))
     fig.savefig(out, dpi=CHART_DPI)
     plt.close(fig)
