@@ -330,13 +330,16 @@ def evaluate(
         update["limit"] = None
     config = type(config).model_validate({**config.model_dump(), **update})
     warehouse = pipeline.warehouse()
+    from alignment_pipeline.evaluation.results import JUDGE_TASKS
     from alignment_pipeline.llm.models import resolve_model_path
 
     base = pipeline.config().training.base_model
+    judged = any(t in JUDGE_TASKS for t in config.tasks)  # the judge (a model to load or build) only when it judges
     with console.status(f"evaluating {checkpoint}"):
-        report = evaluate_checkpoint(warehouse, checkpoint=name or Path(checkpoint).name, kind=kind,
-                                     model_path=checkpoint, config=config, judge=pipeline.backend(config.judge),
-                                     base_models=[base, resolve_model_path(base, pipeline.layout().models)])
+        report = evaluate_checkpoint(
+            warehouse, checkpoint=name or Path(checkpoint).name, kind=kind, model_path=checkpoint, config=config,
+            judge=pipeline.backend(config.judge) if judged else None,
+            base_models=[base, resolve_model_path(base, pipeline.layout().models)] if judged else [base])
     console.print(f"{report.rows_written} results written for {report.checkpoint}; items per task: "
                   + ", ".join(f"{r.task}/{r.metric} n={r.n}" for r in report.rows if r.metric in ("acc", "score"))
                   + "; seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items())

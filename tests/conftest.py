@@ -13,6 +13,17 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 os.environ["ALIGNMENT_PROFILE"] = "smoke"
 
 
+@pytest.fixture(autouse=True)
+def _restore_pipeline_env():
+    """CLI commands export --home / --profile / --settings into os.environ (the Dagster steps they start read them);
+    a test that invokes a command in-process must not hand those to the tests after it."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("ALIGNMENT_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("ALIGNMENT_") and k not in saved]:
+        del os.environ[key]
+    os.environ.update(saved)
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """A fresh ALIGNMENT_HOME for one test."""

@@ -4,6 +4,7 @@ each case either measured or says why not; a case past its budget is recorded an
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -28,11 +29,21 @@ def test_dry_run_measures_or_explains_every_case(tmp_path):
             assert c["headline"] and c["lines"] and c["figures"] and not c["reason"]
         else:
             assert c["reason"].strip(), f"{c['name']} {c['status']} without a reason"
+    # The trainer case is `bench trainer --compare trl` at toy size: every contender on the same data, each in
+    # its own process.
     trainer = cases["trainer_vs_trl"]
     assert trainer["status"] == "measured", trainer["reason"]
     figures = trainer["figures"]
-    assert [r["name"] for r in figures["results"]] == ["ours_dpo", "trl_dpo"]
-    assert all(r["steps"] == 2 and r["warmup_steps"] == 1 and r["tokens_per_s"] > 0 for r in figures["results"])
+    results = {r["name"]: r for r in figures["results"]}
+    assert list(results) == ["ours_dpo", "trl_dpo", "ours_stable_alignment"]
+    assert all(r["steps"] == 2 and r["warmup_steps"] == 1 and r["tokens_per_s"] > 0 and r["peak_memory_mb"] > 0
+               for r in results.values())
+    # the same pairs counted the same way (prompt once + both responses); K = 3 responses on the same prompts
+    assert results["ours_dpo"]["tokens"] == results["trl_dpo"]["tokens"] < results["ours_stable_alignment"]["tokens"]
+    # both reference passes ran in this run and count in the totals
+    assert results["ours_dpo"]["reference_seconds"] > 0 and results["trl_dpo"]["reference_seconds"] > 0
+    assert re.fullmatch(r"ours/TRL: tokens/s \d+\.\d\dx, step time \d+\.\d\dx, total \d+\.\d\dx, "
+                        r"peak memory \d+\.\d\dx", trainer["lines"][-1])
     assert set(figures["ratios_ours_dpo_over_trl_dpo"]) == {"tokens_per_s", "step_time", "peak_memory",
                                                              "total_seconds"}
     sandbox = cases["sandbox"]

@@ -58,7 +58,7 @@ MEASUREMENTS = {
     "alignment-pipeline bench sandbox --backend openai --base-url http://127.0.0.1:8000/v1 --concurrency 4": (
         "tests/test_sandbox_bench.py", "--backend"),
     "alignment-pipeline bench warehouse": ("tests/test_samples_bench.py", "bench_warehouse"),
-    "alignment-pipeline bench trainer --compare trl": ("tests/test_trainer_bench.py", "bench_trainer"),
+    "alignment-pipeline bench trainer --compare trl": ("tests/test_bench_gpu.py", "trainer_vs_trl"),
     "alignment-pipeline bench eval --task truthfulqa_mc1 --items 50": ("tests/test_evaluation_bench.py", "bench_eval"),
 }
 

@@ -40,7 +40,7 @@ def test_a_2x2_round_on_the_real_model_gives_clean_answers_and_parsed_ratings(sm
     wh = Warehouse(tmp_path / "w.duckdb")
     insert_prompts(wh, "b", QUESTIONS)
     spec = BackendSpec(model=SMOLLM2)
-    cfg = SandboxConfig(size=2, rounds=1, agent_models=[spec], observer=spec, max_new_tokens=48,
+    cfg = SandboxConfig(size=2, rounds=1, agent_models=[spec], observer=spec, max_new_tokens=32,
                         temperature=0.7)
     run_sandbox(wh, "b", cfg, backend_for=lambda s: smol, embedder=HashingEmbedder())
     q = sandbox_quality(wh, "b")

@@ -180,9 +180,7 @@ def _case_trainer(dry: bool, models_dir: Path, budget_s: float, sandbox_model: s
     from alignment_pipeline.bench.trainer import CONTENDERS, bench_trainer
 
     _cuda_or_skip(dry)
-    # Dry: Stable Alignment left out (the same code path as our DPO), to keep the check short.
-    contenders = ("ours_dpo", "trl_dpo") if dry else CONTENDERS
-    bench = bench_trainer(spec=_trainer_spec(dry), timeout_s=budget_s, contenders=contenders)
+    bench = bench_trainer(spec=_trainer_spec(dry), timeout_s=budget_s, contenders=CONTENDERS)
     ratios = bench.ratios() or {}
     mfu = {r.name: r.mfu for r in bench.results}
     mfu_text = ", ".join(f"{k} {v:.1%}" for k, v in mfu.items() if v is not None) or "n/a (no CUDA peak known)"

@@ -115,7 +115,7 @@ def checkpoint_kind(name: str) -> str:
 
 
 def evaluate_checkpoint(warehouse: Warehouse, *, checkpoint: str, kind: str, model_path: str,
-                        config: EvaluationConfig, judge: LLMBackend, now: datetime | None = None,
+                        config: EvaluationConfig, judge: LLMBackend | None, now: datetime | None = None,
                         reward_model_path: str | None = None, base_models: Sequence[str] = ()) -> EvalReport:
     """Run `config.tasks` on the model at `model_path`, loaded once: multiple-choice tasks by the shared-context
     scorer, `hh` / `hh_a` answered by it and scored by `judge` (the base model's stored answers as the pairwise
@@ -128,6 +128,8 @@ def evaluate_checkpoint(warehouse: Warehouse, *, checkpoint: str, kind: str, mod
         raise ValueError("checkpoint must be a non-empty name")
     choice = [t for t in config.tasks if t in CHOICE_TASKS]
     judged = [t for t in config.tasks if t in JUDGE_TASKS]
+    if judged and judge is None:
+        raise ValueError(f"tasks {judged} are judge-scored: pass a judge backend")
     other = [t for t in config.tasks if t not in CHOICE_TASKS and t not in JUDGE_TASKS]
     seconds: dict[str, float] = {}
     rows: list[MetricRow] = []
