@@ -43,7 +43,7 @@ app.add_typer(config_app, name="config")
 train_app = typer.Typer(help="Training, planned without running it.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 console = Console(soft_wrap=True)  # paths and table rows stay on one line, whatever the terminal width
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error names a file: its path is never broken across lines
 
 # Global options, also accepted after the subcommands that use them (`demo --home X`); there they win.
 HomeOption = Annotated[Path | None, typer.Option(

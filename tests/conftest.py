@@ -87,3 +87,23 @@ def smoke_demo(tmp_path_factory):
     done = subprocess.run(SMOKE_DEMO, shell=True, cwd=Path(__file__).resolve().parents[1], env=env,
                           capture_output=True, text=True, timeout=900)
     return tmp / "alignment", env, done, time.monotonic() - started
+
+
+# With pytest-xdist (`-n 2`, `--dist loadgroup`): the tests sharing a session fixture that builds something large run
+# on one worker, so it is built once; every worker computes on one thread (two workers share the two cores).
+_SHARED_FIXTURE_GROUPS = {"smoke_demo": "smoke_demo", "smollm2_dir": "real_model"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, group in _SHARED_FIXTURE_GROUPS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # subprocesses the tests start, too
+    import torch
+
+    torch.set_num_threads(1)
