@@ -30,7 +30,7 @@ from alignment_pipeline.defs.partitions import prompt_batches
 from alignment_pipeline.defs.resources import PipelineResource
 from alignment_pipeline.paths import HomeLayout
 from alignment_pipeline.prompts.ingest import batch_key, list_inbox
-from alignment_pipeline.stopping import DemoStopped, Stopper, stop_on_signals, terminate_tree
+from alignment_pipeline.stopping import DemoStopped, Stopper, pid_alive, stop_on_signals, terminate_tree
 from alignment_pipeline.training.stages import MODELS
 
 DEMO_TAGS = {"alignment/entry": "demo"}
@@ -123,16 +123,6 @@ def _run_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     return event.pid if event is not None else None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: it exists, owned by someone else
-        return True
-    return True
-
-
 def fail_orphaned_runs(instance: dg.DagsterInstance) -> dict[str, str]:
     """Mark failed the runs that are STARTED but whose process (from the RUN_START event) is gone: a killed
     demo or run worker. Runs without a recorded pid, or whose pid is alive, are left alone. Returns
@@ -140,7 +130,7 @@ def fail_orphaned_runs(instance: dg.DagsterInstance) -> dict[str, str]:
     notes = {}
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
         pid = _run_pid(instance, run.run_id)
-        if pid is None or _pid_alive(pid):
+        if pid is None or pid_alive(pid):
             continue
         instance.report_run_failed(run, message=f"its process {pid} is gone (killed?); marked failed by {ENDED_BY}")
         notes[run.run_id] = (f"Dagster run {run.run_id} ({run.job_name}) was STARTED but its process {pid} is "

@@ -107,6 +107,17 @@ def stop_on_signals() -> Iterator[Stopper]:
 # -- the process tree ------------------------------------------------------------------------------------------
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (owned by anyone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
 def descendants(pid: int | None = None) -> list[int]:
     """Every live process below `pid` (default: this one), children before grandchildren; read from /proc."""
     pid = os.getpid() if pid is None else pid

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alignment_pipeline.stopping import pid_alive
+
 _NAME = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "trainer_state.pt"
 MANIFEST_FILE = "manifest.json"
@@ -203,7 +205,7 @@ def claim_output_dir(out_dir: Path) -> Path:
                     continue
             elif holder == (os.getpid(), socket.gethostname()):
                 return lock
-            elif holder[1] != socket.gethostname() or _pid_alive(holder[0]):
+            elif holder[1] != socket.gethostname() or pid_alive(holder[0]):
                 raise OutputBusy(f"{out_dir} is being trained by process {holder[0]} on {holder[1]} (lock {lock}); "
                                  "wait for it to finish, or stop it, before training this stage again") from None
             with contextlib.suppress(FileNotFoundError):
@@ -235,16 +237,6 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: it exists, owned by someone else
-        return True
-    return True
 
 
 def _manifest(directory: Path) -> dict[str, list]:
