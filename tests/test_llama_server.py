@@ -30,7 +30,8 @@ from alignment_pipeline.warehouse.db import Warehouse
 
 # Looked up, not imported: the server runs in its own process, and an installed but broken build should fail
 # the server's start (with its log) rather than be skipped.
-pytestmark = [pytest.mark.slow,
+# One server for the module: its tests share a worker with the other real-model tests (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("real_model"),
               pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                                  reason="llama-cpp-python is not installed (.ci/run builds and installs it)")]
 
