@@ -6,7 +6,6 @@ import pytest
 
 from alignment_pipeline.training.config import TrainingConfig
 from alignment_pipeline.training.curriculum import (
-    has_training_data,
     missing_data,
     pass_through,
     spec_for,
@@ -30,8 +29,7 @@ def test_stage_start_follows_the_chain_and_empty_stages_pass_through(tmp_path):
                       samples_batches=["b"], steps=3)
     assert stage_start(warehouse, stage2, config) == "/ckpt/stage1"
 
-    assert not has_training_data(warehouse, stage2, config)  # no alignment_samples at all
-    assert missing_data(warehouse, stage2, config) == "no self_critique samples"
+    assert missing_data(warehouse, stage2, config) == "no self_critique samples"  # no alignment_samples at all
     pass_through(warehouse, stage2, "/ckpt/stage1", why="no self_critique samples")
     row = checkpoint_row(warehouse, "stage2_self_critique")
     assert (row["path"], row["steps"], row["parent_checkpoint"]) == ("/ckpt/stage1", 0, "stage1_imitation")

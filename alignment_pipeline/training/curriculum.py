@@ -88,10 +88,6 @@ def missing_data(warehouse: Warehouse, spec: StageSpec, config: TrainingConfig) 
     return None
 
 
-def has_training_data(warehouse: Warehouse, spec: StageSpec, config: TrainingConfig) -> bool:
-    return missing_data(warehouse, spec, config) is None
-
-
 def pass_through(warehouse: Warehouse, spec: StageSpec, start_model: str, *, why: str,
                  home: HomeLayout | None = None) -> str:
     """Record a stage that cannot train as its starting model, unchanged, with 0 steps and `why` as its note: the
