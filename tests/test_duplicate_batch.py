@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+from test_demo_lineage import SETTINGS as LINEAGE_SETTINGS
 
 from alignment_pipeline.defs.partitions import prompt_batches
 from alignment_pipeline.defs.resources import PipelineResource
@@ -14,14 +15,7 @@ from alignment_pipeline.demo import home_instance
 from alignment_pipeline.prompts.ingest import batch_key
 from alignment_pipeline.samples.checks import check_type_shares
 
-SETTINGS = {
-    "sandbox": {
-        "size": 2, "rounds": 1, "neighbours": 2, "max_new_tokens": 8,
-        "agent_models": [{"kind": "scripted", "model": "scripted-agent-a"},
-                         {"kind": "scripted", "model": "scripted-agent-b"}],
-        "observer": {"kind": "scripted", "model": "scripted-observer"},
-    },
-}
+SETTINGS = {"sandbox": LINEAGE_SETTINGS["sandbox"]}  # the scripted 2×2 world; only the batch job runs
 
 
 def test_a_file_and_its_copy_leave_every_check_green(home, tmp_path):
