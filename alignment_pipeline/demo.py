@@ -1,6 +1,7 @@
 """Materialize the whole lineage in-process through the named jobs (defs/jobs.py): every inbox batch
 (`batch_lineage`), then `training`, then `benchmarks` of each checkpoint, one Dagster run per step in the
-home's instance, so `dagster dev` shows them under their jobs.
+home's instance. Each run is recorded as one of the workspace's code location (the one `dagster dev -w
+workspace.yaml` serves), so the UI lists it on Overview and its job's page and re-executes it like its own.
 
 A failed step never raises out of `run_demo`: it is recorded with the user code's error, and the demo goes on
 only where that makes sense (a failed batch stops training and benchmarks; a failed training run still
@@ -17,6 +18,7 @@ import logging
 import os
 import re
 import shlex
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -113,6 +115,65 @@ def dagster_dev_hint(pipeline: PipelineResource) -> str:
     return " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " dagster dev -w workspace.yaml"
 
 
+# --- runs of the workspace's code location ---------------------------------------------------------------------
+
+#: the module workspace.yaml loads; `dagster dev -w workspace.yaml` names its code location after it
+DEFINITIONS_MODULE = "alignment_pipeline.definitions"
+
+
+def workspace_location_origin():
+    """The code location of the README's `dagster dev -w workspace.yaml` (one `python_module` entry), as a run
+    launched from the UI records it."""
+    from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    return ManagedGrpcPythonEnvCodeLocationOrigin(LoadableTargetOrigin(module_name=DEFINITIONS_MODULE),
+                                                  location_name=DEFINITIONS_MODULE)
+
+
+def job_origins(job_name: str):
+    """(remote origin, code origin) of the workspace's job `job_name`: the UI lists a run by the first (its
+    repository label); a run worker would load the job from the second."""
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
+    from dagster._core.origin import DEFAULT_DAGSTER_ENTRY_POINT, JobPythonOrigin, RepositoryPythonOrigin
+    from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
+
+    remote = RemoteJobOrigin(RemoteRepositoryOrigin(workspace_location_origin(), SINGLETON_REPOSITORY_NAME), job_name)
+    code = JobPythonOrigin(job_name, RepositoryPythonOrigin(
+        sys.executable, ModuleCodePointer(DEFINITIONS_MODULE, "defs", os.getcwd()),
+        entry_point=DEFAULT_DAGSTER_ENTRY_POINT))
+    return remote, code
+
+
+def execute_in_location(job_def: dg.JobDefinition, *, instance: dg.DagsterInstance, run_config: dict,
+                        resources: dict, tags: dict, partition_key: str | None = None):
+    """Execute `job_def` in this process as `execute_in_process` does (in-process executor, `resources` bound,
+    failures in the result, not raised), in a run recorded with the workspace's origin and the code location's
+    job snapshot: without them the UI lists the run on no job page and warns that re-executing it may run a
+    different version."""
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.api import create_execution_plan, execute_run
+    from dagster._core.execution.build_resources import wrap_resources_for_execution
+    from dagster._core.execution.execute_in_process import merge_run_tags
+    from dagster._core.snap import snapshot_from_execution_plan
+
+    job = InMemoryJob(job_def.as_ephemeral_job(resource_defs=wrap_resources_for_execution(resources), input_values={}))
+    # validates the partition key and adds its tags, as execute_in_process does
+    run_tags = merge_run_tags(job_def, partition_key, tags, asset_selection=None, instance=instance,
+                              run_config=run_config)
+    plan = create_execution_plan(job, run_config=run_config, instance_ref=instance.get_ref(), tags=run_tags)
+    remote, code = job_origins(job_def.name)
+    run = instance.create_run(
+        job_name=job_def.name, run_id=None, run_config=run_config, status=None, tags=run_tags, root_run_id=None,
+        parent_run_id=None, step_keys_to_execute=plan.step_keys_to_execute,
+        execution_plan_snapshot=snapshot_from_execution_plan(plan, job_def.get_job_snapshot_id()),
+        job_snapshot=job_def.get_job_snapshot(), parent_job_snapshot=job_def.get_parent_job_snapshot(),
+        asset_selection=None, asset_check_selection=None, resolved_op_selection=None, op_selection=None,
+        remote_job_origin=remote, job_code_origin=code, asset_graph=job_def.asset_layer.asset_graph)
+    return execute_run(job, run, instance, raise_on_error=False)
+
+
 # --- runs a killed demo left behind -------------------------------------------------------------------------
 
 
@@ -186,7 +247,7 @@ def _error_text(error) -> str:
 
 
 def run_errors(result) -> str:
-    """The errors of a failed in-process run: each failed step with its user-code error (steps that failed
+    """The errors of a failed run executed here: each failed step with its user-code error (steps that failed
     the same way are named together), else the run failure's own error."""
     by_error: dict[str, list[str]] = {}
     for event in result.get_step_failure_events():
@@ -399,9 +460,8 @@ def _run_demo(pipeline: PipelineResource, *, report: Callable[[str], None], log_
         started = time.monotonic()
         result = None
         try:
-            result = defs.resolve_job_def(job.name).execute_in_process(
-                run_config=run_config, instance=instance, partition_key=partition_key, resources=resources,
-                raise_on_error=False, tags=DEMO_TAGS)
+            result = execute_in_location(defs.resolve_job_def(job.name), instance=instance, run_config=run_config,
+                                         resources=resources, tags=DEMO_TAGS, partition_key=partition_key)
         except Exception as exc:  # before or around the run (definitions, partition, storage): recorded, not raised
             outcome = StepOutcome(what, job.name, "failed", error=_exception_text(exc))
         else:

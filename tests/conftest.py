@@ -94,11 +94,20 @@ def smoke_demo(tmp_path_factory):
 _SHARED_FIXTURE_GROUPS = {"smoke_demo": "smoke_demo", "smollm2_dir": "real_model"}
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    grouping = getattr(config.option, "loadgroup", False)  # set on xdist's workers under --dist loadgroup
     for item in items:
         for fixture, group in _SHARED_FIXTURE_GROUPS.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(pytest.mark.xdist_group(group))
+                if grouping and "@" not in item.nodeid and hasattr(item, "_id"):
+                    # The scheduler groups by a `@group` suffix of the node id. xdist 3.8 writes it to `_nodeid`,
+                    # which pytest 9 no longer reads (the id lives in `_id`), so each worker would build the shared
+                    # fixture again: the suffix is written where pytest keeps the id.
+                    from _pytest.nodeid import NodeId
+
+                    item._id = NodeId.parse(f"{item.nodeid}@{group}")
                 break
 
 
@@ -107,3 +116,4 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+

@@ -141,7 +141,7 @@ def test_failures_are_prompt_and_clear(server, gguf):
     os.kill(server.process.pid, signal.SIGSTOP)
     try:
         started = time.perf_counter()
-        with pytest.raises(LLMRequestError, match=r"failed after 2 attempts: timeout after 1s"):
+        with pytest.raises(LLMRequestError, match=r"failed after 2 attempts: timeout: no complete reply within 1s"):
             frozen.generate(["Say hi."], GenerationParams(max_new_tokens=4))
         assert time.perf_counter() - started < 5
     finally:

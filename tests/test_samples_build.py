@@ -15,6 +15,7 @@ from alignment_pipeline.samples.scripted import ScriptedInteraction as S
 from alignment_pipeline.samples.scripted import write_scripted
 from alignment_pipeline.samples.template import (
     REALIGNMENT_INSTRUCTION,
+    REVISION_INSTRUCTION,
     format_prompt,
     realignment_response,
     split_realignment,
@@ -74,17 +75,18 @@ def rows(warehouse, where="TRUE", params=None):
 def test_report_counts_every_rule(built):
     _, _, report = built
     assert report.interactions == 8
-    assert report.counts == {"imitation": 10, "self_critique": 9, "realignment": 3}
-    # realignment: one candidate per feedback of the eligible I1 (3) and I7 (1); I1's NULL-rated one is left out
-    assert report.candidates == {"imitation": 16, "self_critique": 11, "realignment": 4}
-    assert report.excluded_null == {"imitation": 3, "self_critique": 1, "realignment": 1}
+    assert report.counts == {"imitation": 10, "self_critique": 9, "realignment": 8}
+    # realignment: revision + draft per feedback of the eligible I1 (3) and I7 (1); the observer rates them, so
+    # I1's feedback whose neighbour rating did not parse still gives a prompt
+    assert report.candidates == {"imitation": 16, "self_critique": 11, "realignment": 8}
+    assert report.excluded_null == {"imitation": 3, "self_critique": 1, "realignment": 0}
     assert report.dropped_empty == {"imitation": 1, "self_critique": 0, "realignment": 0}
     assert report.dropped_duplicates == {"imitation": 2, "self_critique": 1, "realignment": 0}
     assert report.realignment == {"interactions": 8, "eligible": 2, "null_scores": 2, "not_improved": 1,
                                   "not_above_threshold": 3}
     meta = report.metadata()
-    assert meta["samples"] == 22 and meta["realignment_eligible"] == 2
-    assert meta["share_self_critique"] == round(9 / 22, 4)
+    assert meta["samples"] == 27 and meta["realignment_eligible"] == 2
+    assert meta["share_self_critique"] == round(9 / 27, 4)
 
 
 def test_imitation_rows(built):
@@ -118,28 +120,42 @@ def test_realignment_filter(built):
     assert {r["interaction_id"] for r in got} == {ids[0], ids[6]}  # after > before and after > 4
 
 
-def test_realignment_rows_critique_then_revise(built):
+def test_realignment_groups_hold_the_revision_above_the_draft(built):
     warehouse, ids, _ = built
     got = rows(warehouse, "interaction_id = ? AND sample_type = 'realignment'", [ids[0]])
+    draft, revision = "First, get a tension wrench.", "I can't help with breaking in, but a locksmith can."
+    # one prompt per feedback (question + draft + that feedback), each holding the revision and the draft
+    assert len(got) == 6 and len({r["prompt_key"] for r in got}) == 3
+    for r in got:
+        assert r["instruction"] == REVISION_INSTRUCTION
+        assert r["input"].startswith("Question:\nHow do I pick a lock?\n\nResponse:\n" + draft + "\n\nFeedback:\n")
+        assert r["agent_model"] == "model-a"
+    assert {r["input"].rsplit("\n", 1)[1] for r in got} == {"The answer helps a burglar.", "It is harmful.",
+                                                           "Rating: ??"}
+    # rated by the observer: the revision with its score after revision, the draft with its score before
+    assert {(r["response"], r["rating"], r["rating_source"]) for r in got} == {
+        (revision, 6.0, "observer:alignment:revision"), (draft, 2.0, "observer:alignment:draft")}
+    for group in warehouse.query("SELECT responses, ratings FROM samples_grouped WHERE sample_type = 'realignment' "
+                                 "AND prompt_key IN (SELECT prompt_key FROM alignment_samples WHERE interaction_id = ?)",
+                                 [ids[0]]).to_dicts():
+        assert sorted(zip(group["ratings"], group["responses"])) == [(2.0, draft), (6.0, revision)]
+
+
+def test_original_realignment_form_rates_every_critique_with_the_revision(warehouse):
+    ids = write_scripted(warehouse, "b1", scenario())
+    build_samples(warehouse, "b1", SamplesConfig(realignment_form="original"))
+    got = rows(warehouse, "interaction_id = ? AND sample_type = 'realignment'", [ids[0]])
     revision = "I can't help with breaking in, but a locksmith can."
-    # one row per rated feedback (the NULL-rated "Rating: ??" is left out), each critique then the revision
     assert sorted(r["response"] for r in got) == [
         "It is harmful. Here is the revised response: " + revision,
+        "Rating: ?? Here is the revised response: " + revision,
         "The answer helps a burglar. Here is the revised response: " + revision]
     for r in got:
         assert r["instruction"] == REALIGNMENT_INSTRUCTION
-        # question + draft only: the neighbours' feedback is what the model has to write, not read
+        # question + draft only: the critique is what the model writes, not reads
         assert r["input"] == "Question:\nHow do I pick a lock?\n\nResponse:\nFirst, get a tension wrench."
-        assert "burglar" not in r["input"] and "harmful" not in r["input"]
-        assert r["agent_model"] == "model-a"
-    # one prompt for the interaction, so stage 3 compares its critiques
-    assert len({r["prompt_key"] for r in got}) == 1
-    # rated by the reversed neighbour rating: "It is harmful." (3/7) is the sharper critique
-    assert {(r["rating"], r["rating_source"]) for r in got} == {
-        (5.0, "neighbour:3:rates_draft_reversed"), (3.0, "neighbour:2:rates_draft_reversed")}
-    group = warehouse.query("SELECT responses, ratings FROM samples_grouped WHERE sample_type = 'realignment' "
-                            "AND prompt_key = ?", [got[0]["prompt_key"]]).row(0, named=True)
-    assert group["ratings"] == [5.0, 3.0] and group["responses"][0].startswith("It is harmful.")
+        assert (r["rating"], r["rating_source"]) == (6.0, "observer:alignment:revision")
+    assert len({r["prompt_key"] for r in got}) == 1  # one prompt whose responses tie
 
 
 def test_realignment_response_text():
@@ -153,8 +169,9 @@ def test_realignment_leaves_out_a_row_without_critique(warehouse):
     write_scripted(warehouse, "b1", [S("Q?", "bad draft", "good revision", 2.0, 6.0,
                                        [(2.0, "Harsh but fair."), (4.0, "  "), (6.0, "Fine.")])])
     report = build_samples(warehouse, "b1", SamplesConfig())
-    assert report.candidates["realignment"] == 3 and report.dropped_empty["realignment"] == 1
-    assert report.counts["realignment"] == 2
+    # a prompt without its feedback is not the task: both of its rows go
+    assert report.candidates["realignment"] == 6 and report.dropped_empty["realignment"] == 2
+    assert report.counts["realignment"] == 4
     assert report.dropped_empty["self_critique"] == 1  # the same rule as self-critique
 
 
@@ -174,7 +191,7 @@ def test_default_build_keeps_every_row_the_sandbox_produced(warehouse):
     expected = {
         "imitation": sum(2 if x.draft != x.revision else 1 for x in interactions),
         "self_critique": sum(1 for x in interactions for r, _ in x.feedback if r is not None),
-        "realignment": sum(1 for x in interactions if eligible(x) for r, _ in x.feedback if r is not None),
+        "realignment": sum(2 * len(x.feedback) for x in interactions if eligible(x)),
     }
     assert report.counts == expected and expected["realignment"] > 0
     assert report.sampled_out == dict.fromkeys(expected, 0)
@@ -184,9 +201,9 @@ def test_default_build_keeps_every_row_the_sandbox_produced(warehouse):
     by_interaction = warehouse.query(
         "SELECT interaction_id, count(*) AS n, count(DISTINCT prompt_key) AS prompts FROM alignment_samples "
         "WHERE sample_type = 'realignment' GROUP BY interaction_id").to_dicts()
-    assert len(by_interaction) == sum(1 for x in interactions if eligible(x)
-                                      and any(r is not None for r, _ in x.feedback))
-    assert all(r["prompts"] == 1 for r in by_interaction)
+    feedback = {n: len(x.feedback) for n, x in enumerate(interactions) if eligible(x)}
+    assert len(by_interaction) == len(feedback)
+    assert sorted((r["n"], r["prompts"]) for r in by_interaction) == sorted((2 * k, k) for k in feedback.values())
 
 
 def test_training_reads_realignment_groups_with_several_responses(warehouse):
@@ -198,11 +215,12 @@ def test_training_reads_realignment_groups_with_several_responses(warehouse):
         for n in range(5)])
     build_samples(warehouse, "b1", SamplesConfig())
     groups = load_groups(warehouse, "realignment")
-    assert len(groups) == 5
+    assert len(groups) == 15  # one per feedback
     for g in groups:
-        assert len(g.responses) == 3 and len(set(g.ratings)) == 3
-        assert g.instruction == REALIGNMENT_INSTRUCTION and "Harmful" not in g.input
-        assert g.responses[g.best_index()].startswith("Harmful")  # the sharpest critique is the one to learn
+        assert g.instruction == REVISION_INSTRUCTION and "Feedback:" in g.input
+        assert sorted(zip(g.ratings, g.responses)) == [(2.0, g.input.split("Response:\n")[1].split("\n")[0]),
+                                                       (5.5, g.responses[g.best_index()])]
+        assert g.responses[g.best_index()].startswith("Revision")  # the revision is the one to learn
 
 
 def test_threshold_comes_from_config(warehouse):
@@ -262,7 +280,7 @@ def test_provenance_joins_back_to_interactions(built):
         "SELECT s.sample_type, s.rating_source, s.response, s.world_id = i.world_id AND s.round = i.round "
         "AND s.batch = i.batch AS same_place, samples_strip(i.draft) AS draft, samples_strip(i.revision) AS revision "
         "FROM alignment_samples s JOIN sandbox_interactions i USING (interaction_id)").to_dicts()
-    assert len(joined) == warehouse.count("alignment_samples") == 22
+    assert len(joined) == warehouse.count("alignment_samples") == 27
     assert all(r["same_place"] for r in joined)
     for r in joined:
         if r["rating_source"] == "observer:alignment:draft":
@@ -294,9 +312,9 @@ def test_second_batch_adds_only_its_rows_and_rematerialising_touches_one_batch(b
     report = build_samples(warehouse, "b2", SamplesConfig(), now=T2)
     assert report.replaced == 0 and report.cross_batch_duplicates == 1
     assert rows(warehouse, "batch = 'b1'") == b1_rows
-    # 3 imitation (one is b1's), 1 self-critique, 1 realignment: the eligible tip interaction had no feedback,
-    # so no critique to write and no realignment row
-    assert warehouse.count("alignment_samples", "batch = 'b2'") == report.total == 5
+    # 3 imitation (one is b1's), 1 self-critique, 2 realignment (revision and draft after the one feedback): the
+    # eligible tip interaction had no feedback, so no critique to write and no realignment prompt
+    assert warehouse.count("alignment_samples", "batch = 'b2'") == report.total == 6
     b2_rows = rows(warehouse, "batch = 'b2'")
 
     # rematerialise b1 with half the self-critique samples: only b1 changes
@@ -325,7 +343,7 @@ def test_sampling_ratio_is_deterministic_by_sample_id(warehouse):
         report = build_samples(warehouse, "b1", config)
         kept = sorted(r["sample_id"] for r in rows(warehouse, "sample_type = 'self_critique'"))
         assert kept == all_ids[:5]  # round(9 * 0.5) = 5, the first in sample_id order
-        assert report.counts["imitation"] == 0 and report.counts["realignment"] == 3
+        assert report.counts["imitation"] == 0 and report.counts["realignment"] == 8
 
 
 def test_keep_counts_with_type_shares():

@@ -51,9 +51,9 @@ def test_checks_pass_on_built_samples(warehouse):
     blocking = [c for c in SAMPLE_CHECKS if c.blocking]
     assert [o.name for o in run_checks(blocking, warehouse=warehouse, batch="b1")] == [c.name for c in blocking]
     shares = result["samples_type_shares"].metadata
-    # realignment: one row per feedback of FIRST (the only eligible interaction)
-    assert (shares["count_imitation"], shares["count_self_critique"], shares["count_realignment"]) == (4, 3, 2)
-    assert shares["share_imitation"] == round(4 / 9, 4)
+    # realignment: the revision and the draft per feedback of FIRST (the only eligible interaction)
+    assert (shares["count_imitation"], shares["count_self_critique"], shares["count_realignment"]) == (4, 3, 4)
+    assert shares["share_imitation"] == round(4 / 11, 4)
 
 
 @pytest.mark.parametrize("changes,failing", [
@@ -79,7 +79,7 @@ def test_failed_check_reports_examples(warehouse):
     outcome = outcomes(warehouse)["samples_rating_in_range"]
     assert outcome.metadata["out_of_range"] == 1
     assert outcome.metadata["examples"][0]["response"] == "bad rating row"
-    assert "1 of 10 samples" in outcome.description
+    assert "1 of 12 samples" in outcome.description
 
 
 def test_type_shares_fail_on_an_empty_batch(warehouse):

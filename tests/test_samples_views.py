@@ -117,11 +117,11 @@ def test_named_query_figures(warehouse):
     for total in dist.group_by("sample_type", "rated_by").agg(pl.col("pct").sum().alias("t"))["t"].to_list():
         assert total == pytest.approx(100, abs=0.05)
     assert set(dist["rated_by"]) == {"observer:alignment:draft", "observer:alignment:revision",
-                                     "neighbour:rates_draft", "neighbour:rates_draft_reversed"}
+                                     "neighbour:rates_draft"}
     improvement = {(r["agent_model"], r["round"]): r for r in warehouse.named_query("improvement_by_model_round").to_dicts()}
     assert improvement[("m1", 0)]["mean_gain"] == pytest.approx(4.5)
-    # "Q tie?" is the one eligible interaction: one realignment row per rated feedback
-    assert improvement[("m1", 0)]["realignment_samples"] == 3 and improvement[("m2", 0)]["realignment_samples"] == 0
+    # "Q tie?" is the one eligible interaction: two realignment rows (revision, draft) per feedback
+    assert improvement[("m1", 0)]["realignment_samples"] == 8 and improvement[("m2", 0)]["realignment_samples"] == 0
     assert improvement[("m1", 0)]["realignment_interactions"] == 1
     gains = warehouse.named_query("top_gains").to_dicts()
     assert gains[0]["prompt_id"] == "p-tie" and gains[0]["interactions"] == 2 and gains[0]["mean_gain"] == 4.25

@@ -5,14 +5,18 @@ Three sample types per interaction (paper section 3), each a (prompt, response, 
   draft) and the revision (rated by its score of the revision).
 - self_critique: instruction = the critique task; input = question + draft; response = one neighbour's feedback;
   rating = that neighbour's rating, which rates the DRAFT, not the feedback (rating_source says so).
-- realignment (as the original builds it): only where the observer's alignment after > before and after > the
-  threshold; instruction = comment on the response, then revise it (template.REALIGNMENT_INSTRUCTION); input =
-  question + draft, without the neighbours' feedback; ONE ROW PER FEEDBACK, response = that feedback +
-  " Here is the revised response: " + the revision (template.realignment_response). The rows of one interaction
-  share the prompt, so a group holds one response per critique. rating = 8 - the neighbour's rating of the draft
-  (see _REALIGNMENT_REVERSE for why).
-`agent_model` is the model that wrote the response: the agent's for imitation and realignment (its revision;
-the critique in a realignment response is the neighbour's), the neighbour's for self-critique.
+- realignment (paper section 3): only where the observer's alignment after > before and after > the threshold.
+  Form `contrastive` (default): ONE GROUP PER FEEDBACK; instruction = revise the response in light of the
+  feedback (template.REVISION_INSTRUCTION); input = question + draft + that neighbour's feedback; responses = the
+  revision (rated by the observer's alignment score after revision) and the draft itself (rated by its score
+  before), so the Stable Alignment loss moves toward the revision and away from the draft on the same prompt.
+  Form `original` (the original code): instruction = comment on the response, then revise it
+  (template.REALIGNMENT_INSTRUCTION); input = question + draft; one row per feedback, response = that feedback +
+  " Here is the revised response: " + the revision (template.realignment_response), every row rated with the
+  observer's score of the revision: the rows of an interaction share one prompt and tie, so the group is
+  single-rated and the loss is SFT on it.
+`agent_model` is the model that wrote the response: the agent's for imitation and realignment (its draft and
+revision; in the original form the critique in a response is the neighbour's), the neighbour's for self-critique.
 
 Rules: text is stripped like template.py strips it; responses with a NULL rating or empty text are left out
 (NULL never enters a scored group); a response repeated for one prompt is kept once (the earliest interaction
@@ -33,7 +37,7 @@ from datetime import datetime, timezone
 import duckdb
 
 from alignment_pipeline.samples.config import SAMPLE_TYPES, SamplesConfig
-from alignment_pipeline.samples.template import REALIGNMENT_INSTRUCTION, REVISION_MARKER
+from alignment_pipeline.samples.template import REALIGNMENT_INSTRUCTION, REVISION_INSTRUCTION, REVISION_MARKER
 from alignment_pipeline.warehouse.db import Warehouse
 
 _SEP = "\x1f"  # unit separator between hashed fields (chr(31) in the SQL below)
@@ -62,7 +66,7 @@ class SamplesReport:
     interactions: int
     counts: dict[str, int]             # rows stored for the batch
     candidates: dict[str, int]         # rows the rules produced before any filtering
-    excluded_null: dict[str, int]      # NULL rating (realignment: NULL neighbour rating in an eligible interaction)
+    excluded_null: dict[str, int]      # NULL rating (never realignment: eligibility needs both observer scores)
     dropped_empty: dict[str, int]      # empty response text
     dropped_duplicates: dict[str, int]  # the same response to the same prompt seen again in this batch
     sampled_out: dict[str, int]        # left out by type_ratios / type_shares
@@ -173,10 +177,29 @@ JOIN _s_inter i ON i.interaction_id = f.interaction_id
 UNION ALL
 SELECT 'realignment', r.realign_key, $realign, r.question_draft,
        CASE WHEN f.feedback = '' OR r.revision = '' THEN '' ELSE f.feedback || $marker || r.revision END,
-       $reverse - f.rating, 'neighbour:' || f.neighbour_id || ':rates_draft_reversed', r.agent_model,
+       r.alignment_after, 'observer:alignment:revision', r.agent_model,
        r.world_id, r.round, r.interaction_id, r.created_at, 2 + f.position
 FROM _s_feedback f
 JOIN realign r ON r.interaction_id = f.interaction_id
+WHERE $form = 'original'
+UNION ALL
+-- contrastive: the revision and the draft under one prompt per feedback; a prompt without its feedback is not
+-- the task, so an empty feedback empties both rows (counted as dropped_empty)
+SELECT 'realignment', md5($revise || chr(31) || c.revise_input), $revise, c.revise_input,
+       CASE WHEN c.feedback = '' THEN '' ELSE c.text END, c.rating, c.rating_source, c.agent_model,
+       c.world_id, c.round, c.interaction_id, c.created_at, c.source_order
+FROM (
+    SELECT r.question_draft || chr(10) || chr(10) || 'Feedback:'
+           || CASE WHEN f.feedback = '' THEN '' ELSE chr(10) || f.feedback END AS revise_input,
+           f.feedback, v.text, v.rating, v.rating_source, r.agent_model, r.world_id, r.round, r.interaction_id,
+           r.created_at, 2 + 2 * f.position + v.k AS source_order
+    FROM _s_feedback f
+    JOIN realign r ON r.interaction_id = f.interaction_id
+    CROSS JOIN LATERAL (VALUES (0, r.revision, r.alignment_after, 'observer:alignment:revision'),
+                               (1, r.draft, r.alignment_before, 'observer:alignment:draft'))
+        AS v(k, text, rating, rating_source)
+    WHERE $form = 'contrastive'
+) c
 )
 SELECT *, md5(sample_type || chr(31) || prompt_key || chr(31) || response) AS sample_id
 FROM candidates
@@ -213,15 +236,6 @@ LEFT JOIN (SELECT sample_type, count(*) AS candidates,
            FROM _s_rows GROUP BY sample_type) c USING (sample_type)
 LEFT JOIN (SELECT sample_type, count(*) AS n_unique FROM _s_unique GROUP BY sample_type) u USING (sample_type)
 """
-
-# The realignment rating of a row: the original rates every row of an interaction with the observer's score of
-# the revision, so a group's ratings are all equal and the Stable Alignment hinge (ties carry no preference) does
-# nothing. All rows share the revision; they differ only in the critique, so the rating ranks critiques: the
-# neighbour's rating of the draft, reversed on the 1..7 scale (8 - r). Eligible interactions are those whose
-# revision the observer rated above the draft, so the draft had something to fix: the critique that rated it
-# lowest found the most of it, and reads coherently before a revision; one that rated it 7 ("well aligned")
-# contradicts the revision that follows it, and is what a misaligned neighbour writes about a harmful draft.
-_REALIGNMENT_REVERSE = 7.0 + 1.0  # r -> 8 - r maps 1..7 onto 7..1
 
 _REALIGNMENT_SQL = """
 SELECT count(*) AS interactions,
@@ -269,7 +283,8 @@ def _build(con: duckdb.DuckDBPyConnection, batch: str, config: SamplesConfig) ->
     con.execute(_INTERACTIONS_SQL, {"batch": batch, "critique": critique, "realign": realign_task})
     con.execute(_FEEDBACK_SQL)
     con.execute(_CANDIDATES_SQL, {"critique": critique, "realign": realign_task, "marker": REVISION_MARKER,
-                                  "reverse": _REALIGNMENT_REVERSE, "threshold": config.realignment_threshold})
+                                  "revise": REVISION_INSTRUCTION.strip(), "form": config.realignment_form,
+                                  "threshold": config.realignment_threshold})
     con.execute(_UNIQUE_SQL)
     realign = con.execute(_REALIGNMENT_SQL, {"threshold": config.realignment_threshold}).fetchone()
     interactions, eligible, null_scores, not_improved, not_above = realign

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from alignment_pipeline.strict import StrictModel
@@ -20,6 +22,12 @@ class SamplesConfig(StrictModel):
     realignment_threshold: float = Field(
         4.0, description="a realignment sample keeps an interaction only where the observer rates the revision "
         "above the draft and above this (1..7 scale)")
+
+    realignment_form: Literal["contrastive", "original"] = Field(
+        "contrastive", description="contrastive: per feedback, prompt = question + draft + that feedback, responses = "
+        "the revision (observer's score after) and the draft (its score before); original: the original code's "
+        "rows, feedback + ' Here is the revised response: ' + revision after question + draft, all rated with the "
+        "revision's score (a tie per prompt, so stage 3 reduces to SFT)")
 
     # Mix. Kept rows are chosen by sample_id order, so the same data always keeps the same rows.
     type_ratios: dict[str, float] = Field(

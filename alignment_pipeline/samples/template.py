@@ -24,7 +24,13 @@ def format_example(instruction: str, input: str, response: str, eos: str) -> str
     return format_prompt(instruction, input) + response.strip() + eos
 
 
-# Realignment, as the original builds it: shown a question and a draft, the model writes one critique of the
+# Realignment as the paper describes it (the default, contrastive form): shown a question, a draft and one
+# neighbour's feedback, the model writes the revision; the draft is the lower-rated response of the same prompt.
+REVISION_INSTRUCTION = (
+    "Revise the response to the question in light of the feedback, to make it better aligned with shared social "
+    "values.")
+
+# Realignment, as the original code builds it (samples.realignment_form = original): shown a question and a draft, the model writes one critique of the
 # draft and then the revision, so it learns to critique and revise on its own (no neighbour feedback in the
 # prompt). The marker is the original's, so a generated answer splits into comment and revision at it.
 REALIGNMENT_INSTRUCTION = (

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -9,9 +10,9 @@ from alignment_pipeline.strict import StrictModel
 
 
 class RewardModelConfig(StrictModel):
-    """The RLHF baseline's reward model: a sequence classifier with one score, trained with the Bradley–Terry loss on
-    the preference pairs DPO uses, with ChatGLM-RLHF's length balancing and a zero-mean score penalty
-    (arXiv 2404.00934)."""
+    """The reward model of the online baselines (rlhf, sppo_online): a sequence classifier with one score, trained
+    with the Bradley–Terry loss on the preference pairs DPO uses, after ChatGLM-RLHF's length balancing
+    (arXiv 2404.00934), with TRL RewardTrainer's zero-mean score penalty in its loss."""
 
     heldout_share: float = Field(0.1, ge=0, lt=1, description="share of prompts (not pairs) held out to measure "
                                  "pair accuracy; chosen by a seeded hash of the prompt text")
@@ -22,8 +23,9 @@ class RewardModelConfig(StrictModel):
     epochs: int = Field(1, ge=1, description="passes over the pairs; InstructGPT's reward model overfits after one")
     per_device_batch: int = Field(8, ge=1, description="preference pairs per micro-batch")
     max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps; null: epochs decide")
-    center_coef: float = Field(0.01, ge=0, description="weight of mean((r_chosen + r_rejected)²), the zero-mean "
-                               "prior on scores (TRL's center_rewards_coefficient; 0.01 as TRL recommends)")
+    center_coef: float = Field(0.01, ge=0, description="weight of mean((r_chosen + r_rejected)²) added to the "
+                               "training loss, which keeps the scores centred on zero (TRL RewardTrainer's "
+                               "center_rewards_coefficient, 0.01 as TRL recommends); 0: none")
     length_balance: bool = Field(True, description="bucket pairs by length difference and balance longer-won "
                                  "against shorter-won pairs in each bucket (ChatGLM-RLHF)")
     length_bucket_width: int = Field(20, ge=1, description="width of a length-difference bucket, in response "
@@ -31,8 +33,11 @@ class RewardModelConfig(StrictModel):
 
 
 class RLHFConfig(StrictModel):
-    """The RLHF baseline's policy optimisation against the reward model: TRL's RLOOTrainer, whose reward carries the
-    KL penalty to the reference as the paper's TRLX PPO did, and whose clipped update is PPO's."""
+    """Policy optimisation against the reward model, sampling from the policy as it trains. The rlhf baseline is TRL's
+    RLOOTrainer, whose reward carries the KL penalty to the reference as the paper's TRLX PPO did, and whose update
+    is PPO's clipped surrogate, run num_iterations times on each batch of completions. The sppo_online baseline
+    (training/sppo_online.py) samples with the same settings (num_generations per prompt, max_completion_length,
+    temperature, prompts_per_step, reward_batch) and trains with the SPPO settings of the training section."""
 
     kl_beta: float = Field(0.05, ge=0, description="KL penalty to the reference model, subtracted from the "
                            "reward (TRLX's PPO init_kl_coef and TRL RLOO's default)")
@@ -44,6 +49,18 @@ class RLHFConfig(StrictModel):
     temperature: float = Field(1.0, gt=0, description="sampling temperature of the completions")
     learning_rate: float = Field(1e-6, gt=0, description="policy learning rate (TRL RLOO's default)")
     clip_epsilon: float = Field(0.2, gt=0, description="PPO clip range of the probability ratio")
+    # One pass leaves the ratio at exactly 1 (the batch was sampled from the weights being updated), so the clip
+    # acts only from the second pass on.
+    num_iterations: int = Field(2, ge=1, description="RLOO optimisation passes over each batch of completions "
+                                "before sampling the next (TRL's num_iterations, μ); from the second pass the "
+                                "policy has moved and the clip range acts. 1: plain on-policy REINFORCE-style")
+    sppo_iterations: int = Field(3, ge=1, description="online SPPO: policy iterations, each sampling "
+                                 "num_generations completions per prompt from the current policy, scoring them "
+                                 "with the reward model and updating against that iteration's starting policy "
+                                 "(the SPPO paper runs 3)")
+    sppo_fresh_prompts: bool = Field(True, description="online SPPO: each iteration samples its own share of the "
+                                     "prompts, as the SPPO paper gives each iteration fresh prompts; false: every "
+                                     "iteration samples every prompt")
     reward_batch: int = Field(8, ge=1, description="completions the reward model scores together")
 
 
@@ -91,6 +108,17 @@ class TrainingConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient norm clipped to")
     max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps; null: epochs decide")
+    # The published rates are those of 7B models trained for thousands of steps; a small model trained for a few
+    # hundred may need another. A sweep (training/sweep.py) tries multiples of the objective's own rate in short
+    # trials and trains the stage at the one with the lowest held-out loss of the objective.
+    lr_sweep: list[float] | None = Field(None, description="multipliers of the objective's own (published) "
+                                         "learning rate to try before a stage trains, e.g. [1, 10, 100]; the "
+                                         "chosen rate also replaces `learning_rate`; null: no sweep")
+    lr_sweep_steps: int = Field(20, ge=1, description="optimizer steps of each sweep trial, from the stage's "
+                                "starting model on the prompts not held out")
+    lr_sweep_heldout_share: float = Field(0.2, gt=0, lt=1, description="share of prompts (not groups) held out "
+                                          "to score the sweep's trials; chosen by a seeded hash of the prompt "
+                                          "text. The stage itself then trains on every prompt")
 
     # Baselines, each with its method's published settings.
     sft_learning_rate: float = Field(2e-5, gt=0, description="peak learning rate of SFT (the SFT baseline and "
@@ -104,9 +132,11 @@ class TrainingConfig(StrictModel):
     dpo_pairs: Literal["best_vs_rest", "best_vs_worst"] = Field(
         "best_vs_rest", description="DPO pairs per prompt: the best against each lower-rated response, or "
         "against the worst only")
-    sppo_learning_rate: float = Field(5e-7, gt=0, description="peak learning rate of SPPO: 5e-7, the SPPO paper's "
-                                      "recipe (arXiv 2405.00675, Mistral-7B and Llama-3-8B)")
-    sppo_eta: float = Field(1000.0, gt=0, description="SPPO η = 1/β (the SPPO paper's β = 1e-3)")
+    sppo_learning_rate: float = Field(5e-7, gt=0, description="peak learning rate of SPPO (checkpoints sppo and "
+                                      "sppo_online, each online iteration afresh): 5e-7, the SPPO paper's recipe "
+                                      "(arXiv 2405.00675, Mistral-7B and Llama-3-8B)")
+    sppo_eta: float = Field(1000.0, gt=0, description="SPPO η = 1/β (the SPPO paper's β = 1e-3); "
+                          "sppo and sppo_online")
     # The paper's win-rates come from a preference model (PairRM); here the ratings play it, and the temperature
     # says how many rating points make one logit. 1 keeps the win-rates of the samples_sppo view and
     # `export --format sppo` (σ(r_i − r_j)): one point on the 1-7 scale is a 73% preference, the full span 99.75%.
@@ -123,6 +153,22 @@ class TrainingConfig(StrictModel):
                                        "after (training/hindsight.py). CoH's own dialogue phrase")
     coh_negative_feedback: str = Field("An unhelpful answer:", min_length=1, description="Chain-of-Hindsight "
                                        "feedback before a lower-rated response. CoH's own dialogue phrase")
+    # CoH samples a feedback template per chain (its Algorithm 1); these are its paper's and its released code's
+    # phrasings ("Good:"/"Bad:", "a better/worse answer", "The following is a better/worse response.").
+    coh_feedback_templates: list[tuple[str, str]] = Field(
+        [("Good:", "Bad:"), ("A better answer:", "A worse answer:"),
+         ("The following is a better response.", "The following is a worse response.")],
+        description="further Chain-of-Hindsight (positive, negative) feedback pairs: each chain takes one of "
+        "these or (coh_positive_feedback, coh_negative_feedback), drawn by a seeded generator; the checkpoint is "
+        "served after coh_positive_feedback. Empty: that one pair only")
+    coh_past_mask_max: float = Field(0.05, ge=0, lt=1, description="Chain-of-Hindsight's shortcut guard: the "
+                                     "earlier response of a chain loses a share, drawn uniformly from [0, this], "
+                                     "of its tokens from the context of the response after it (CoH masks 0-5% "
+                                     "of past tokens); 0: none")
+    coh_pretrain_weight: float = Field(0.01, ge=0, description="λ of Chain-of-Hindsight's pretraining term "
+                                       "(its eq. 3; 0.01, its released code's pt_loss_weight). With no "
+                                       "pretraining corpus offline, the term is plain SFT on each prompt's "
+                                       "best-rated response, without feedback; 0: none")
     sft_baseline_source: Literal["all", "imitation"] = Field(
         "all", description="sample types the SFT baseline's best responses come from")
     # Self-critique ratings rate the draft, not the feedback, so those groups carry no preference between
@@ -174,21 +220,51 @@ class TrainingConfig(StrictModel):
     log_every: int = Field(1, ge=1, description="optimizer steps between logged metrics")
     register_model: bool = Field(True, description="register each final model in the MLflow model registry")
 
-    # The RLHF baseline (checkpoint rlhf): its reward model, then policy optimisation against it.
+    # The online baselines (checkpoints rlhf, sppo_online): their reward model, then policy optimisation against it.
     reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig,
-                                            description="the reward model the RLHF baseline optimises against")
-    rlhf: RLHFConfig = Field(default_factory=RLHFConfig, description="policy optimisation against the reward model")
+                                            description="the reward model the online baselines (rlhf, "
+                                            "sppo_online) optimise against")
+    rlhf: RLHFConfig = Field(default_factory=RLHFConfig, description="policy optimisation against the reward model "
+                             "(checkpoints rlhf and sppo_online)")
 
     def learning_rate_for(self, objective: str) -> float:
-        """The peak learning rate `objective` trains at: `learning_rate` when set, else the objective's own."""
+        """The peak learning rate `objective` trains at: `learning_rate` when set, else the objective's own. A
+        sweep's choice wins over `learning_rate`: training/sweep.py's `chosen_config` sets the objective's own
+        rate and clears `learning_rate`."""
+        own = self.own_learning_rate(objective)
+        return self.learning_rate if self.learning_rate is not None else own
+
+    def own_learning_rate(self, objective: str) -> float:
+        """`objective`'s own peak learning rate (its method's published one unless configured), whatever
+        `learning_rate` says."""
         field = f"{objective}_learning_rate"
         if objective == "rlhf":  # its own section holds its settings
-            own = self.rlhf.learning_rate
-        elif field in type(self).model_fields:
-            own = getattr(self, field)
-        else:
-            raise ValueError(f"unknown objective {objective!r}: no training.{field}")
-        return self.learning_rate if self.learning_rate is not None else own
+            return self.rlhf.learning_rate
+        if field in type(self).model_fields:
+            return getattr(self, field)
+        raise ValueError(f"unknown objective {objective!r}: no training.{field}")
+
+    @field_validator("lr_sweep")
+    @classmethod
+    def _positive_multipliers(cls, value: list[float] | None) -> list[float] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("lr_sweep needs at least one multiplier (null: no sweep)")
+        bad = [m for m in value if not (math.isfinite(m) and m > 0)]
+        if bad:
+            raise ValueError(f"lr_sweep multipliers must be finite and > 0, got {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"lr_sweep lists a multiplier twice: {value}")
+        return value
+
+    @field_validator("coh_feedback_templates")
+    @classmethod
+    def _phrases_written(cls, value: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        for pair in value:
+            if not all(phrase.strip() for phrase in pair):
+                raise ValueError(f"a Chain-of-Hindsight feedback pair needs two non-blank phrases, got {pair!r}")
+        return value
 
     @field_validator("base_model")
     @classmethod

@@ -46,6 +46,11 @@ class PromptGroup:
         """The first response with the highest rating."""
         return max(range(len(self.ratings)), key=lambda i: (self.ratings[i], -i))
 
+    def context_ids(self, tokenizer, prompt_text: str, ids: list[int]) -> list[int]:
+        """The token ids of the rendered prompt that the responses are trained to follow: `ids` as they are. A
+        Chain-of-Hindsight segment leaves some out (training/hindsight.py)."""
+        return ids
+
 
 def load_groups(warehouse: Warehouse, sample_type: str | None) -> list[PromptGroup]:
     """alignment_samples grouped by (sample_type, prompt_key), NULL ratings excluded, in a stable order
@@ -180,6 +185,8 @@ def tokenize_group(tokenizer, group: PromptGroup, index: int, *, max_length: int
     responses = []
     for text in group.responses:
         responses.append(tuple(continuation_ids(tokenizer, prompt_text, prompt_body, text.strip()) + end))
+    # After the responses: they are tokenised as they continue the full prompt text.
+    prompt_body = group.context_ids(tokenizer, prompt_text, prompt_body)
     source = GroupSource(prefix=tuple(prefix), prompt_body=tuple(prompt_body), responses=tuple(responses),
                          max_length=max_length, min_prompt_tokens=min_prompt_tokens)
     prompt_ids, response_ids = fit_group(source)

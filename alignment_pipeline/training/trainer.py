@@ -118,6 +118,7 @@ class TrainRequest:
     `parent_run_id`, `tags`: the MLflow run's parent and tags. `resume`: continue from the newest checkpoint in
     `out_dir/resume` (a finished stage leaves none, so it is trained afresh). `stop_after_steps`: stop after
     that many optimizer steps without saving, as a kill would (the result has `completed=False`).
+    `extra_params`: more MLflow params of the stage's run (e.g. a learning-rate sweep's, training/sweep.py).
     """
 
     groups: list[PromptGroup]
@@ -131,6 +132,7 @@ class TrainRequest:
     tags: dict | None = None
     resume: bool = True
     stop_after_steps: int | None = None
+    extra_params: dict | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -602,7 +604,7 @@ def _open_run(t: _Training):
               "n_trainable_params": sum(p.numel() for p in t.params), **objective_params(cfg, r.objective),
               "peak_learning_rate": cfg.learning_rate_for(r.objective)}  # `learning_rate` is null unless overridden
     return stage_run(r.home, r.run_name, run_id=t.state.mlflow_run_id, parent_run_id=r.parent_run_id, tags=r.tags,
-                     params=params)
+                     params={**params, **(r.extra_params or {})})
 
 
 # -- finish ----------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 -- Rating histogram (rounded to 1..7) per sample type and what the rating rates, with the share of each bucket.
 -- Counted per rating_source first, then neighbour:<id>:<what> is folded into neighbour:<what> (rates_draft for
--- self-critique, rates_draft_reversed for realignment).
+-- self-critique; imitation and realignment are rated by the observer, draft before and revision after).
 WITH counted AS (
     SELECT sample_type, rating_source, round(rating)::INTEGER AS rating_bucket, count(*) AS n
     FROM alignment_samples
