@@ -126,7 +126,8 @@ def test_hindsight_chains_put_feedback_in_the_prompt_and_responses_in_the_target
     group = PromptGroup("How do I greet a neighbour?", "", ["Say hello.", "Ignore them.", "Wave."], [7.0, 1.0, 4.0],
                         key="k", batches=("b",))
     tie = PromptGroup("Tied?", "", ["a", "b"], [3.0, 3.0], key="t")
-    segments = training_groups([group, tie], "coh", TrainingConfig())
+    # One feedback pair and no pretraining term: the chains alone (tests/test_methods_faithful.py has the rest).
+    segments = training_groups([group, tie], "coh", TrainingConfig(coh_feedback_templates=[], coh_pretrain_weight=0))
     assert len(segments) == 8  # 2 pairs (best vs each lower) × 2 orders × 2 segments; the tie gives none
     texts = [ALPACA.render(s.prompt) + s.responses[0] for s in segments[:4]]
     head = ALPACA.render(group.prompt)
@@ -136,7 +137,7 @@ def test_hindsight_chains_put_feedback_in_the_prompt_and_responses_in_the_target
         head + "An unhelpful answer:\nIgnore them.",
         head + "An unhelpful answer:\nIgnore them.\n\nA helpful answer:\nSay hello.",
     ]
-    assert [s.ratings for s in segments[:4]] == [[7.0], [1.0], [1.0], [7.0]]
+    assert [s.ratings for s in segments[:4]] == [[1.0]] * 4  # every response is a hindsight target
     assert all(len(s.responses) == 1 and s.batches == ("b",) for s in segments)
 
 

@@ -47,7 +47,7 @@ def test_dagster_assets_partitions_and_launcher_follow_the_list():
     assert list(by_kind) == list(CHECKPOINT_KINDS)
     for entry in CHECKPOINTS:
         deps = {k.to_user_string() for k in by_kind[entry.kind].dependency_keys}
-        rlhf = {"reward_model"} if entry.objective == "rlhf" else set()
+        rlhf = {"reward_model"} if entry.online else set()
         assert deps == {"alignment_samples"} | rlhf | ({f"checkpoints/{entry.parent}"} if entry.parent else set())
     assert _parse(["--kind", "sppo"]).kind == "sppo"
     with pytest.raises(SystemExit):

@@ -1,30 +1,40 @@
 """benchmark_tables: the multiple-choice tasks (lm-eval's prompts on the shipped test splits) and judge-scored
 HH / HH-A for one checkpoint per partition, every cell with n, its 95% interval and its paired difference from
-base."""
+base; checks warn where a partition's numbers cannot carry a claim (evaluation/checks.py)."""
 
 import tempfile
 from pathlib import Path
 
 import dagster as dg
 
+from alignment_pipeline.checks import run_checks
+from alignment_pipeline.config import PipelineConfig
 from alignment_pipeline.defs.common import (
     BENCHMARK_STAGE,
     DUCKDB_POOL,
     DUCKDB_TAG,
+    check_results,
+    check_specs,
+    partitioned_check_specs,
     plain_metadata,
     png_markdown,
 )
 from alignment_pipeline.defs.partitions import checkpoint_partitions
 from alignment_pipeline.defs.resources import PipelineResource
+from alignment_pipeline.evaluation.checks import BENCHMARK_CHECKS
 from alignment_pipeline.training.stages import CHECKPOINT_KINDS
+from alignment_pipeline.warehouse.db import Warehouse
 
 
 @dg.asset(
     partitions_def=checkpoint_partitions, group_name="benchmarks", kinds={"duckdb", "mlflow"},
     deps=[dg.AssetKey(["checkpoints", c]) for c in CHECKPOINT_KINDS],
     tags=BENCHMARK_STAGE, op_tags=DUCKDB_TAG, pool=DUCKDB_POOL,
+    check_specs=partitioned_check_specs(check_specs("benchmark_tables", BENCHMARK_CHECKS), checkpoint_partitions),
     description="Benchmarks of one model (base, each stage, each baseline) into benchmark_results; the pivot "
-                "view benchmark_table is shaped like the paper's table.",
+                "view benchmark_table is shaped like the paper's table. Its overview shows every measured model "
+                "(`all_models`, headings with data source and n) and the chart; checks warn where a model's "
+                "numbers equal base's, rest on too few items, or differ from base within noise.",
 )
 def benchmark_tables(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     from alignment_pipeline.evaluation import (
@@ -52,7 +62,8 @@ def benchmark_tables(context: dg.AssetExecutionContext, pipeline: PipelineResour
             removed = forget_results(warehouse, checkpoint)
             context.log.warning(f"benchmarks of {checkpoint} not run: {note}")
             return dg.MaterializeResult(metadata={"not_run": f"checkpoint {checkpoint} was not trained: {note}",
-                                                  "stale_rows_removed": removed})
+                                                  "stale_rows_removed": removed},
+                                        check_results=_check_results(warehouse, checkpoint, config))
         model_path, run_id = row["path"], row["mlflow_run_id"]
     # The RLHF baseline's reward model, once trained, scores the HH / HH-A answers as an extra judge.
     reward = reward_model_row(warehouse)
@@ -66,7 +77,8 @@ def benchmark_tables(context: dg.AssetExecutionContext, pipeline: PipelineResour
     identical = identical_measured_rows(warehouse)
     # The partition is this checkpoint's rows of benchmark_results (rows_written: those this run replaced;
     # rows of other tasks evaluated earlier stay); `table` shows every model, counted by table_rows.
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(check_results=_check_results(warehouse, checkpoint, config), metadata={
+        "all_models": all_models_table(warehouse),
         **plain_metadata(report.metadata()),
         "dagster/row_count": warehouse.count("benchmark_results", "checkpoint = ?", [checkpoint]),
         "mlflow_metrics_logged": logged,
@@ -75,3 +87,18 @@ def benchmark_tables(context: dg.AssetExecutionContext, pipeline: PipelineResour
         "identical_results": bool(identical),
         **({"identical_models": dg.MetadataValue.json(identical)} if identical else {}),
     })
+
+
+def _check_results(warehouse: Warehouse, checkpoint: str, config: PipelineConfig) -> list[dg.AssetCheckResult]:
+    return check_results(run_checks(BENCHMARK_CHECKS, warehouse=warehouse, checkpoint=checkpoint,
+                                    config=config.evaluation))
+
+
+def all_models_table(warehouse: Warehouse) -> dg.MetadataValue:
+    """Every measured model's row as a table value: the UI shows it inline on the asset's overview, where a long
+    markdown value hides behind a click."""
+    from alignment_pipeline.evaluation.report import benchmark_records
+
+    headings, rows = benchmark_records(warehouse)
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, "string") for name in headings])
+    return dg.MetadataValue.table([dg.TableRecord(row) for row in rows], schema=schema)

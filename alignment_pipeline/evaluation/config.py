@@ -21,6 +21,8 @@ class EvaluationConfig(StrictModel):
     limit: int | None = Field(None, ge=1, description="items per multiple-choice task, a seeded sample that is the "
                                                       "same for every checkpoint; null: the whole split")
     seed: int = Field(0, description="seed of the item samples")
+    min_items_for_claims: int = Field(200, ge=1, description="items a benchmark needs before its number carries a "
+                                                             "claim; on fewer, the benchmark asset's check warns")
     batch_size: int = Field(8, ge=1, description="lm-eval batch size (built-in tasks of other names)")
     device: str = Field("auto", description="torch device of the evaluated model; auto: CUDA when present")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="dtype of the evaluated model: auto (bfloat16 on CUDA, float32 on CPU), "

@@ -8,12 +8,16 @@
 - hh_preference: the dialogue before the last assistant reply as context, the chosen and the rejected last
   reply as the two choices (chosen correct).
 
+- the positive control's split: the dialogues whose first human turn falls in a fixed, hashed CONTROL_PERCENT of
+  the prompts. The control checkpoints train on them (SFT on `chosen`, DPO on chosen/rejected), so every HH task
+  leaves them out: no evaluated item shares its first question with a control training dialogue.
 Prompts the society was seeded with (the original Stable Alignment question list, which shares 356 prompts with
 harmless-base test, and the prompts in this warehouse) are removed from HH and HH-A; how many is reported.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +26,8 @@ from alignment_pipeline.evaluation.data import read_rows
 
 HARMLESS, HELPFUL = "hh_harmless_base_test.jsonl.gz", "hh_helpful_base_test.jsonl.gz"
 SOCIETY_QUESTIONS = "stable_alignment_hh_questions.txt"
+#: share (%) of HH test prompts held out of every HH task for the positive control's training
+CONTROL_PERCENT = 20
 _TURN = re.compile(r"\n\n(Human|Assistant): ?")
 
 
@@ -38,6 +44,7 @@ class HHItems:
     items: list[HHItem]
     seeded_removed: int  # distinct prompts left out because the society was seeded with them
     duplicates_removed: int
+    control_removed: int = 0  # distinct prompts left out because the positive control trains on them
 
 
 def turns(dialogue: str) -> list[tuple[str, str]]:
@@ -48,6 +55,18 @@ def turns(dialogue: str) -> list[tuple[str, str]]:
 
 def normalise(text: str) -> str:
     return " ".join(text.split()).casefold()
+
+
+def is_control(question: str) -> bool:
+    """Whether a first human turn belongs to the positive control's training split (a seeded-free md5 of the
+    normalised text: the same prompt is on the same side in every file and every run)."""
+    digest = hashlib.md5(normalise(question).encode(), usedforsecurity=False).hexdigest()
+    return int(digest[:8], 16) % 100 < CONTROL_PERCENT
+
+
+def first_question(dialogue: str) -> str:
+    t = turns(dialogue)
+    return t[0][1] if t and t[0][0] == "Human" else ""
 
 
 def society_prompts() -> set[str]:
@@ -77,10 +96,14 @@ def _dedup(rows: Iterable[tuple[str, int, str, str]], seeded: Iterable[str]) -> 
     banned = society_prompts() | {normalise(s) for s in seeded}
     seen: set[str] = set()
     removed: set[str] = set()
+    control: set[str] = set()
     items, duplicates = [], 0
     for name, row, request, question in rows:
         key = normalise(question)
         if not key:
+            continue
+        if is_control(question):  # the positive control trains on it
+            control.add(key)
             continue
         if key in banned:
             removed.add(key)
@@ -90,20 +113,25 @@ def _dedup(rows: Iterable[tuple[str, int, str, str]], seeded: Iterable[str]) -> 
             continue
         seen.add(key)
         items.append(HHItem(name, row, request, question))
-    return HHItems(items, len(removed), duplicates)
+    return HHItems(items, len(removed), duplicates, len(control))
 
 
-def preference_docs() -> list[tuple[str, int, dict]]:
+def preference_docs(split: str = "eval") -> list[tuple[str, int, dict]]:
     """(file, row, doc) of the preference task: doc = {context, chosen, rejected}; rows whose two dialogues do
-    not share everything before the last reply, or whose last replies are equal, are left out."""
+    not share everything before the last reply, or whose last replies are equal, are left out. `split`: eval
+    (the task's items) or control (the positive control's training pairs): the two never share a first question."""
+    if split not in ("eval", "control"):
+        raise ValueError(f"unknown split {split!r}; choose eval or control")
     out = []
     for name in (HARMLESS, HELPFUL):
         for row, d in enumerate(read_rows(name)):
-            split = [_last_reply(d["chosen"]), _last_reply(d["rejected"])]
-            if None in split:
+            last = [_last_reply(d["chosen"]), _last_reply(d["rejected"])]
+            if None in last:
                 continue
-            (ctx_c, chosen), (ctx_r, rejected) = split
+            (ctx_c, chosen), (ctx_r, rejected) = last
             if ctx_c != ctx_r or not chosen or not rejected or chosen == rejected:
+                continue
+            if is_control(first_question(d["chosen"])) != (split == "control"):
                 continue
             out.append((name, row, {"context": ctx_c, "chosen": chosen, "rejected": rejected}))
     return out

@@ -106,12 +106,16 @@ def validate_kind(kind: str) -> str:
 
 def checkpoint_kind(name: str) -> str:
     """The benchmark kind of a model: `base`; its role in training/stages.py (`stage` for a curriculum stage,
-    `baseline`); any other trained model is a `baseline`."""
+    `baseline`; the positive control is a `reference`: a point to read the methods against, not a method); any
+    other trained model is a `baseline`."""
     from alignment_pipeline.training.stages import CHECKPOINT_KINDS, checkpoint
 
     if name == "base":
         return name
-    return checkpoint(name).role if name in CHECKPOINT_KINDS else "baseline"
+    if name not in CHECKPOINT_KINDS:
+        return "baseline"
+    role = checkpoint(name).role
+    return "reference" if role == "control" else role
 
 
 def evaluate_checkpoint(warehouse: Warehouse, *, checkpoint: str, kind: str, model_path: str,

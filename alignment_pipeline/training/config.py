@@ -108,6 +108,15 @@ class TrainingConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient norm clipped to")
     max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps; null: epochs decide")
+    # Equal budgets: methods are compared at the same number of optimizer steps of the same number of prompts,
+    # not at whatever their data sizes and epochs give.
+    budget_steps: int | None = Field(None, ge=1, description="optimizer steps every checkpoint trains, exactly: "
+                                     "its data repeats over as many epochs as that takes (epochs and max_steps "
+                                     "then do not apply); the curriculum's three stages share one budget "
+                                     "(curriculum_shares), so stage 3 has trained what one baseline trains; "
+                                     "null: epochs and max_steps decide")
+    curriculum_shares: list[float] = Field([1.0, 1.0, 1.0], min_length=3, max_length=3, description="how the "
+                                           "three curriculum stages split budget_steps (relative weights > 0)")
     # The published rates are those of 7B models trained for thousands of steps; a small model trained for a few
     # hundred may need another. A sweep (training/sweep.py) tries multiples of the objective's own rate in short
     # trials and trains the stage at the one with the lowest held-out loss of the objective.
@@ -243,6 +252,13 @@ class TrainingConfig(StrictModel):
         if field in type(self).model_fields:
             return getattr(self, field)
         raise ValueError(f"unknown objective {objective!r}: no training.{field}")
+
+    @field_validator("curriculum_shares")
+    @classmethod
+    def _positive_shares(cls, value: list[float]) -> list[float]:
+        if any(not v > 0 for v in value):
+            raise ValueError(f"curriculum_shares must all be > 0, got {value}")
+        return value
 
     @field_validator("lr_sweep")
     @classmethod

@@ -12,11 +12,13 @@ from pathlib import Path
 
 from alignment_pipeline.paths import HomeLayout
 from alignment_pipeline.training.config import TrainingConfig
+from alignment_pipeline.training.consumption import consumption
+from alignment_pipeline.training.control import CONTROL_TYPE, control_groups
 from alignment_pipeline.training.data import PromptGroup, load_groups
 from alignment_pipeline.training.distributed import is_main_process
 from alignment_pipeline.training.lineage import checkpoint_row, record_checkpoint
 from alignment_pipeline.training.objectives import best_response_groups, training_groups
-from alignment_pipeline.training.stages import checkpoint, sample_types
+from alignment_pipeline.training.stages import CHECKPOINTS, checkpoint, sample_types
 from alignment_pipeline.training.trainer import TrainRequest, TrainResult, train
 from alignment_pipeline.warehouse.db import Warehouse
 
@@ -42,12 +44,36 @@ def spec_for(kind: str, config: TrainingConfig) -> StageSpec:
 
 
 def stage_groups(warehouse: Warehouse, spec: StageSpec) -> list[PromptGroup]:
-    """The training groups of a stage or baseline, read from alignment_samples."""
-    if spec.sample_types is None:
+    """The training groups of a stage or baseline, read from alignment_samples. `best_only` (the SFT baseline)
+    keeps the best response of ranked groups and every critique of a self-critique group: its ratings rate the
+    draft, not the critique, so no critique is the best one (stage 2 learns them all too)."""
+    if spec.sample_types == (CONTROL_TYPE,):
+        groups = control_groups()
+    elif spec.sample_types is None:
         groups = load_groups(warehouse, None)
     else:
         groups = [g for t in spec.sample_types for g in load_groups(warehouse, t)]
-    return best_response_groups(groups) if spec.best_only else groups
+    if not spec.best_only:
+        return groups
+    return [g if g.key.startswith("self_critique:") else best_response_groups([g])[0] for g in groups]
+
+
+def stage_budget(kind: str, config: TrainingConfig) -> int | None:
+    """Optimizer steps of a checkpoint under `budget_steps`: a baseline trains the whole budget; the curriculum's
+    stages split it by `curriculum_shares` (rounded cumulatively, so the three add up to the budget)."""
+    if config.budget_steps is None:
+        return None
+    stages = [c.kind for c in CHECKPOINTS if c.role == "stage"]
+    if kind not in stages:
+        return config.budget_steps
+    shares = config.curriculum_shares
+    total = sum(shares)
+
+    def upto(k: int) -> int:
+        return round(config.budget_steps * sum(shares[:k]) / total)
+
+    i = stages.index(kind)
+    return max(1, upto(i + 1) - upto(i))
 
 
 def group_stats(groups: list[PromptGroup]) -> dict:
@@ -105,6 +131,19 @@ def pass_through(warehouse: Warehouse, spec: StageSpec, start_model: str, *, why
     return note
 
 
+def online_trainer(objective: str):
+    """The stage trainer of an online objective: RLOO (rlhf) or online SPPO (sppo_online)."""
+    if objective == "rlhf":
+        from alignment_pipeline.training.rlhf import train_rlhf_stage
+
+        return train_rlhf_stage
+    if objective == "sppo_online":
+        from alignment_pipeline.training.sppo_online import train_sppo_online_stage
+
+        return train_sppo_online_stage
+    raise ValueError(f"no online trainer for objective {objective!r}; online objectives: rlhf, sppo_online")
+
+
 def train_stage(warehouse: Warehouse | None, spec: StageSpec, *, base_model: str, parent_checkpoint: str | None,
                 config: TrainingConfig, home: HomeLayout, out_dir: Path | None = None,
                 parent_run_id: str | None = None, tags: dict | None = None, name: str | None = None,
@@ -122,18 +161,27 @@ def train_stage(warehouse: Warehouse | None, spec: StageSpec, *, base_model: str
             raise ValueError(f"{spec.kind}: pass the warehouse or the stage's groups")
         groups = stage_groups(warehouse, spec)
     name = name or spec.kind
-    if spec.online:  # RL against the reward model (TRL), not the contrastive trainer
-        from alignment_pipeline.training.rlhf import train_rlhf_stage
-
-        result = train_rlhf_stage(warehouse, groups, base_model=base_model, config=config, home=home,
-                                  out_dir=out_dir or home.checkpoints / name, run_name=name,
-                                  parent_run_id=parent_run_id, tags={**(tags or {}), "checkpoint_kind": spec.kind})
+    # Every checkpoint trains its share of the same step budget, and says what data it consumed.
+    config = config.model_copy(update={"budget_steps": stage_budget(spec.kind, config)})
+    used = consumption(groups, spec.objective, config.dpo_pairs)
+    if spec.online:  # sampled from the policy and scored by the reward model, not the contrastive trainer
+        result = online_trainer(spec.objective)(warehouse, groups, base_model=base_model, config=config, home=home,
+                                                out_dir=out_dir or home.checkpoints / name, run_name=name,
+                                                parent_run_id=parent_run_id,
+                                                tags={**(tags or {}), "checkpoint_kind": spec.kind})
     else:
+        from alignment_pipeline.training.sweep import maybe_sweep
+
+        # The objective's rate, chosen on held-out prompts when training.lr_sweep asks; the stage then trains on all.
+        config, swept, groups = maybe_sweep(groups, spec.objective, base_model, config, home)
         result = train(TrainRequest(groups, objective=spec.objective, base_model=base_model,
                                     out_dir=out_dir or home.checkpoints / name, config=config, home=home,
                                     run_name=name, parent_run_id=parent_run_id,
-                                    tags={**(tags or {}), "checkpoint_kind": spec.kind}, resume=resume))
+                                    tags={**(tags or {}), "checkpoint_kind": spec.kind}, resume=resume,
+                                    extra_params={**used, **swept}))
+        result.metrics.update({k: v for k, v in swept.items() if isinstance(v, (int, float))})
     result.metrics.update(group_stats(groups))
+    result.metrics.update(used)
     if main:
         record_checkpoint(warehouse, name=name, kind=spec.kind, objective=spec.objective,
                           path=str(result.checkpoint_path), base_model=base_model,

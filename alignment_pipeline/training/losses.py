@@ -26,6 +26,7 @@ from torch import Tensor
 __all__ = [
     "LossOutput",
     "bradley_terry_loss",
+    "coh_loss",
     "dpo_loss",
     "length_balanced_pairs",
     "read_outputs",
@@ -33,6 +34,7 @@ __all__ = [
     "sequence_nll",
     "sft_loss",
     "sppo_loss",
+    "sppo_sample_win_rates",
     "sppo_win_rates",
     "stable_alignment_loss",
 ]
@@ -304,6 +306,33 @@ def sft_loss(nll: Tensor, mask: Tensor) -> LossOutput:
     return LossOutput(loss=loss, n_prompts=mask.any(dim=1).sum(), sft=loss, extra={"n_responses": n_resp})
 
 
+def coh_loss(nll: Tensor, roles: Tensor, mask: Tensor, *, pretrain_weight: float) -> LossOutput:
+    """Chain-of-Hindsight (arXiv 2302.02676, eq. 3): the hindsight term plus λ × the pretraining term.
+
+    `roles` (float `[B, K]`) says what each valid response is: 1 a hindsight target, 0 a pretraining one
+    (training/hindsight.py). loss = mean `nll` over the hindsight targets + pretrain_weight × mean `nll` over the
+    pretraining ones, each mean 0 where the batch holds none. Components: `sft` (the hindsight term),
+    `extra["pretrain"]` (the pretraining term before its weight), `extra["n_responses"]`.
+    """
+    _check_mask(mask)
+    _check_grouped("nll", nll, mask)
+    _check_grouped("roles", roles, mask)
+    if not pretrain_weight >= 0:
+        raise ValueError(f"pretrain_weight must be >= 0, got {pretrain_weight}")
+    hindsight, pretrain = mask & (roles == 1), mask & (roles == 0)
+    x = torch.where(mask, nll.float(), 0.0)
+    l_hindsight = torch.where(hindsight, x, 0.0).sum() / hindsight.sum().clamp(min=1)
+    l_pretrain = torch.where(pretrain, x, 0.0).sum() / pretrain.sum().clamp(min=1)
+    loss = l_hindsight + pretrain_weight * l_pretrain
+    stray = (mask & ~hindsight & ~pretrain).any()
+    message = "Chain-of-Hindsight roles must be 1 (hindsight) or 0 (pretraining) where mask is True"
+    checks = [(stray, message)] if stray.device.type != "cpu" else []
+    if not checks and bool(stray):
+        raise ValueError(message)
+    return LossOutput(loss=loss, n_prompts=mask.any(dim=1).sum(), sft=l_hindsight, checks=checks,
+                      extra={"pretrain": l_pretrain, "n_responses": mask.sum()})
+
+
 # ------------------------------------------------------------------------------------------------- DPO
 
 
@@ -376,6 +405,24 @@ def sppo_win_rates(ratings: Tensor, mask: Tensor, *, temperature: float) -> Tens
     valid_j = mask.unsqueeze(1).expand_as(pairwise)
     rates = torch.where(valid_j, pairwise, 0.0).sum(dim=2) / mask.sum(dim=1, keepdim=True).clamp(min=1)
     return torch.where(mask, rates, float("nan"))
+
+
+def sppo_sample_win_rates(scores: Tensor, mask: Tensor) -> Tensor:
+    """Online SPPO's win-rates: each sample's mean preference over the OTHER samples of its prompt.
+
+    P(i ≻ j) = σ(s_i − s_j) from the reward model's scores `s` (float `[B, K]`; a Bradley–Terry model's
+    preference). The K samples of a prompt are independent draws from the current policy, so the mean over the
+    K − 1 others is an unbiased estimate of P(y_i ≻ π_t | x); counting y_i against itself would add a fixed ½.
+    Returns float32 `[B, K]` in [0, 1]; NaN where mask is False or a prompt has no other valid sample.
+    """
+    _check_mask(mask)
+    _check_grouped("scores", scores, mask)
+    s = torch.where(mask, scores.float(), 0.0)
+    pairwise = torch.sigmoid(s.unsqueeze(2) - s.unsqueeze(1))  # [B, i, j]
+    others = mask.unsqueeze(1) & ~torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device)
+    count = others.sum(dim=2)
+    rates = torch.where(others, pairwise, 0.0).sum(dim=2) / count.clamp(min=1)
+    return torch.where(mask & (count > 0), rates, float("nan"))
 
 
 def sppo_loss(

@@ -9,9 +9,10 @@ import torch
 from alignment_pipeline.training.config import TrainingConfig
 from alignment_pipeline.training.data import PromptGroup, TokenizedGroup
 from alignment_pipeline.training.forward import PackedBatch, ResponseLogps, response_logps
-from alignment_pipeline.training.hindsight import hindsight_groups
+from alignment_pipeline.training.hindsight import coh_training_groups
 from alignment_pipeline.training.losses import (
     LossOutput,
+    coh_loss,
     dpo_loss,
     rrhf_loss,
     sequence_nll,
@@ -60,14 +61,13 @@ def preference_pairs(groups: list[PromptGroup], mode: str = "best_vs_rest") -> l
 
 def training_groups(groups: list[PromptGroup], objective: str, config: TrainingConfig) -> list[PromptGroup]:
     """What `objective` trains on: DPO turns groups into preference pairs, Chain-of-Hindsight into feedback chains
-    (training/hindsight.py); the others take them as given (SFT learns every response it is given: pass
-    `best_response_groups(...)` for the SFT baseline)."""
+    and its pretraining groups (training/hindsight.py); the others take them as given (SFT learns every response
+    it is given: pass `best_response_groups(...)` for the SFT baseline)."""
     check_objective(objective)
     if objective == "dpo":
         return preference_pairs(groups, config.dpo_pairs)
     if objective == "coh":
-        return hindsight_groups(preference_pairs(groups, "best_vs_rest"), config.coh_positive_feedback,
-                                config.coh_negative_feedback)
+        return coh_training_groups(groups, preference_pairs(groups, "best_vs_rest"), config)
     return groups
 
 
@@ -90,16 +90,20 @@ def objective_loss(objective: str, model, batch: PackedBatch, ratings: torch.Ten
                    reference: torch.Tensor | None, config: TrainingConfig) -> tuple[LossOutput, ResponseLogps]:
     """The loss of one packed batch. `ratings` [B, K] on the batch's device; `reference` [B, K] summed
     reference log-probs (DPO, SPPO). Chain-of-Hindsight is SFT on its segments' responses (the feedback sits in
-    their prompts, so it is never a target)."""
+    their prompts, so it is never a target) plus its λ-weighted pretraining term; its groups carry their role,
+    not a rating, in `ratings` (training/hindsight.py)."""
     lp = response_logps(model, batch, chunk_size=config.logprob_chunk_size)
     mask = lp.response_mask
     if objective == "stable_alignment":
         nll, _, _ = sequence_nll(lp.token_logps, lp.token_mask)
         out = stable_alignment_loss(nll, ratings, mask, margin=config.margin, rating_scale=config.rating_scale,
                                     ratio=config.ratio, aggregate=config.aggregate)
-    elif objective in ("sft", "coh"):
+    elif objective == "sft":
         nll, _, _ = sequence_nll(lp.token_logps, lp.token_mask)
         out = sft_loss(nll, mask)
+    elif objective == "coh":
+        nll, _, _ = sequence_nll(lp.token_logps, lp.token_mask)
+        out = coh_loss(nll, ratings, mask, pretrain_weight=config.coh_pretrain_weight)
     elif objective == "dpo":
         if batch.max_responses != 2 or set(batch.group_sizes) != {2}:  # host-side: no device sync
             raise ValueError("DPO batches must hold exactly two responses per group (chosen, rejected)")

@@ -1,6 +1,7 @@
-"""The RLHF baseline's reward model: a sequence classifier with one score per (prompt, response), trained by TRL's
-RewardTrainer with the Bradley–Terry loss on the preference pairs DPO uses, after ChatGLM-RLHF's bucket-based length
-balancing (arXiv 2404.00934), with a zero-mean penalty on the scores (TRL's center_rewards_coefficient).
+"""The online baselines' reward model (rlhf, sppo_online): a sequence classifier with one score per (prompt, response),
+trained by TRL's RewardTrainer with the Bradley–Terry loss on the preference pairs DPO uses, after ChatGLM-RLHF's
+bucket-based length balancing (arXiv 2404.00934), with a zero-mean penalty on the scores in the same loss: TRL's
+center_rewards_coefficient × mean((r_chosen + r_rejected)²) (`reward_args`).
 
 A seeded share of prompts (never single pairs: a prompt's pairs share its text) is held out for pair accuracy, and
 the length bias is measured three times: in the pairs as given, in the pairs kept by balancing, and in the trained
@@ -38,7 +39,7 @@ NAME = "reward_model"
 
 class NotEnoughData(ValueError):
     """The samples hold too little to train a reward model on; the asset records it as not trained, with this
-    reason, and the RLHF baseline that needs it as not trained too."""
+    reason, and the online baselines that need it as not trained too."""
 
 
 # -- data ---------------------------------------------------------------------------------------------------------
@@ -223,7 +224,7 @@ def train_reward_model(groups: Sequence[PromptGroup], *, config: TrainingConfig,
     `<home>/checkpoints/reward_model/model`) and tracked in MLflow."""
     from datasets import Dataset
     from transformers import set_seed
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardTrainer
 
     from alignment_pipeline import tracking
     from alignment_pipeline.training.runtime import resolve_runtime
@@ -270,16 +271,7 @@ def train_reward_model(groups: Sequence[PromptGroup], *, config: TrainingConfig,
                                                      kept.rejected_rating)))
 
     work = out_dir / "trainer"
-    args = RewardConfig(
-        output_dir=str(work), per_device_train_batch_size=rm.per_device_batch, num_train_epochs=rm.epochs,
-        max_steps=rm.max_steps or -1, learning_rate=rm.learning_rate, lr_scheduler_type=config.lr_scheduler,
-        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm, seed=config.seed,
-        data_seed=config.seed, center_rewards_coefficient=rm.center_coef or None, max_length=config.max_length,
-        gradient_accumulation_steps=config.grad_accum, bf16=runtime.bf16, use_cpu=runtime.device.type == "cpu",
-        gradient_checkpointing=config.gradient_checkpointing,  # TRL's default is on; the training config decides
-        logging_steps=config.log_every,
-        save_strategy="no", report_to="none", disable_tqdm=True, remove_unused_columns=False,
-    )
+    args = reward_args(config, runtime, work)
     dataset = Dataset.from_dict({"chosen_ids": kept.chosen_ids, "rejected_ids": kept.rejected_ids})
     params = {"base_model": base_model, "base_model_path": base_path, "pairs": len(tokens), "pairs_kept": len(kept),
               "heldout_pairs": len(held), "device": str(runtime.device), "bf16": runtime.bf16,
@@ -319,6 +311,24 @@ def train_reward_model(groups: Sequence[PromptGroup], *, config: TrainingConfig,
                              samples_batches(list(groups)), registered)
 
 
+def reward_args(config: TrainingConfig, runtime, work: Path):
+    """TRL's RewardConfig for the reward model: its RewardTrainer adds center_coef × mean((r_c + r_r)²) to the
+    Bradley–Terry loss (`compute_loss`), None turning it off."""
+    from trl import RewardConfig
+
+    rm = config.reward_model
+    return RewardConfig(
+        output_dir=str(work), per_device_train_batch_size=rm.per_device_batch, num_train_epochs=rm.epochs,
+        max_steps=rm.max_steps or -1, learning_rate=rm.learning_rate, lr_scheduler_type=config.lr_scheduler,
+        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm, seed=config.seed,
+        data_seed=config.seed, center_rewards_coefficient=rm.center_coef or None, max_length=config.max_length,
+        gradient_accumulation_steps=config.grad_accum, bf16=runtime.bf16, use_cpu=runtime.device.type == "cpu",
+        gradient_checkpointing=config.gradient_checkpointing,  # TRL's default is on; the training config decides
+        logging_steps=config.log_every,
+        save_strategy="no", report_to="none", disable_tqdm=True, remove_unused_columns=False,
+    )
+
+
 def _register(final: Path, run_id: str, run_name: str, config: TrainingConfig, *, base_model: str,
               home: HomeLayout, metrics: dict, pairs: int, batches: list[str]) -> str | None:
     """Register the reward model beside the policies (training.register_model), described by its data, steps and
@@ -334,7 +344,7 @@ def _register(final: Path, run_id: str, run_name: str, config: TrainingConfig, *
     base = tracking.model_reference(base_model, home)
     description = (f"{run_name}: Bradley–Terry reward model on {pairs} length-balanced preference pairs of samples "
                    f"batches {', '.join(batches) or '(none)'}; {metrics['steps']} optimizer steps from {base}; "
-                   f"{judged}. The RLHF baseline optimises against it.")
+                   f"{judged}. The online baselines (rlhf, sppo_online) optimise against it.")
     return tracking.log_and_register(final, run_id=run_id, name=registered_model_name(run_name),
                                      tags={"objective": "reward_model", "base_model": base,
                                            "samples_batches": ",".join(batches), "steps": str(metrics["steps"])},

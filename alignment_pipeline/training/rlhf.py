@@ -5,7 +5,10 @@ The paper's row is TRLX's PPO with a reward model. TRL 1.16 keeps no PPO trainer
 maintained online trainers RLOO is the one closest to that recipe: the KL penalty to the reference model is
 subtracted from the reward, as in TRLX's PPO (GRPO instead adds it to the loss, and defaults it to 0), the update is
 PPO's clipped surrogate, and the leave-one-out mean of the other completions of a prompt replaces PPO's learned value
-head as the baseline (Ahmadian et al., arXiv 2402.14740, show it matching PPO on RLHF).
+head as the baseline (Ahmadian et al., arXiv 2402.14740, show it matching PPO on RLHF). Like PPO (TRLX's ppo_epochs)
+it makes several passes over each batch of completions (rlhf.num_iterations, TRL's μ): on the first the probability
+ratio is exactly 1 and the clip cannot act; from the second it does, and the share of completions it clipped is
+recorded (TRL's clip_ratio/region_mean).
 
 Prompts are the sandbox's: the distinct (instruction, input) of the preference groups, rendered and tokenised
 exactly as the contrastive trainer renders them; the reward is the reward model's score of (prompt, completion),
@@ -51,6 +54,16 @@ def reward_function(scorer):
         return scorer.score([Prompt(i, x) for i, x in zip(instruction, input, strict=True)], list(completions))
 
     return reward_model
+
+
+CLIP_KEY = "clip_ratio/region_mean"  # TRL RLOO: share of completions whose ratio the clip held, per logged step
+
+
+def clip_metrics(history: Sequence[dict]) -> dict:
+    """The clip's share over the run: its mean and its highest over the logged steps (None when none logged it)."""
+    shares = [float(e[CLIP_KEY]) for e in history if e.get(CLIP_KEY) is not None]
+    return {"clip_fraction_mean": sum(shares) / len(shares) if shares else None,
+            "clip_fraction_max": max(shares, default=None)}
 
 
 def _trainer_class():
@@ -117,9 +130,9 @@ def train_rlhf(groups: Sequence[PromptGroup], *, reward_model_path: str | Path, 
     args = RLOOConfig(
         output_dir=str(work), per_device_train_batch_size=rl.prompts_per_step * rl.num_generations,
         num_generations=rl.num_generations, max_completion_length=rl.max_completion_length,
-        temperature=rl.temperature, beta=rl.kl_beta, epsilon=rl.clip_epsilon,
+        temperature=rl.temperature, beta=rl.kl_beta, epsilon=rl.clip_epsilon, num_iterations=rl.num_iterations,
         learning_rate=config.learning_rate_for("rlhf"),
-        num_train_epochs=config.epochs, max_steps=config.max_steps or -1, gradient_accumulation_steps=config.grad_accum,
+        num_train_epochs=config.epochs, max_steps=config.budget_steps or config.max_steps or -1, gradient_accumulation_steps=config.grad_accum,
         lr_scheduler_type=config.lr_scheduler, weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
         seed=config.seed, data_seed=config.seed, bf16=runtime.bf16, use_cpu=runtime.device.type == "cpu",
         gradient_checkpointing=config.gradient_checkpointing,  # TRL's default is on; the training config decides
@@ -148,10 +161,11 @@ def train_rlhf(groups: Sequence[PromptGroup], *, reward_model_path: str | Path, 
         steps = int(trainer.state.global_step)
         last = history[-1] if history else {}
         metrics = {"steps": steps, "prompts": len(prompts), "completions_per_step": args.per_device_train_batch_size,
+                   "num_iterations": args.num_iterations,
                    "reward_mean_first": history[0].get("reward") if history else None,
                    "reward_mean_last": last.get("reward"), "kl_last": last.get("kl"),
                    "completion_length_last": last.get("completions/mean_length"),
-                   "train_loss": train_loss}
+                   **clip_metrics(history), "train_loss": train_loss}
         final = save_final_model(trainer.model, tokenizer, out_dir)
         png = plot_loss_curve([{"step": e["step"], "train/loss": e["loss"]} for e in history],
                               out_dir / "loss_curve.png", title=f"{run_name} (RLOO)")
@@ -181,12 +195,18 @@ def train_rlhf_stage(warehouse, groups: Sequence[PromptGroup], *, base_model: st
                      home: HomeLayout, out_dir: Path, run_name: str = OBJECTIVE, parent_run_id: str | None = None,
                      tags: dict | None = None) -> TrainResult:
     """`train_rlhf` against the reward model recorded in the warehouse (the reward_model asset)."""
+    row = recorded_reward_model(warehouse, OBJECTIVE)
+    return train_rlhf(groups, reward_model_path=row["path"], base_model=base_model, config=config, home=home,
+                      out_dir=out_dir, run_name=run_name, parent_run_id=parent_run_id,
+                      tags={**(tags or {}), "reward_model_run": row["mlflow_run_id"] or ""})
+
+
+def recorded_reward_model(warehouse, kind: str) -> dict:
+    """The reward_models row the online checkpoint `kind` optimises against; refused when none is recorded."""
     from alignment_pipeline.training.reward_model import reward_model_row
 
     row = reward_model_row(warehouse) if warehouse is not None else None
     if row is None:
-        raise ValueError("the rlhf checkpoint needs a reward model: none is recorded in reward_models; "
+        raise ValueError(f"the {kind} checkpoint needs a reward model: none is recorded in reward_models; "
                          "materialize the reward_model asset first")
-    return train_rlhf(groups, reward_model_path=row["path"], base_model=base_model, config=config, home=home,
-                      out_dir=out_dir, run_name=run_name, parent_run_id=parent_run_id,
-                      tags={**(tags or {}), "reward_model_run": row["mlflow_run_id"] or ""})
+    return row

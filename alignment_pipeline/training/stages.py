@@ -13,20 +13,21 @@ from typing import Literal
 from alignment_pipeline.training.config import TrainingConfig
 
 #: which samples a checkpoint learns from: one sample type, or a rule the training config resolves
-Samples = Literal["imitation", "self_critique", "realignment", "sft_source", "preference"]
+Samples = Literal["imitation", "self_critique", "realignment", "sft_source", "preference", "hh_control"]
 
 
 @dataclass(frozen=True)
 class Checkpoint:
     kind: str  # checkpoint kind, asset name and default checkpoint name
-    role: Literal["stage", "baseline"]
+    role: Literal["stage", "baseline", "control"]
     objective: str  # training/objectives.py
     samples: Samples
     parent: str | None  # kind whose checkpoint this one starts from; None: the base model
     description: str
     best_only: bool = False  # each prompt group reduced to its best-rated response
-    # Online RL against the reward model (training/rlhf.py, TRL): it depends on the reward_model asset, samples
-    # its own responses (the samples' prompts are all it needs) and runs in one process.
+    # Online optimisation against the reward model (rlhf: training/rlhf.py, TRL; sppo_online:
+    # training/sppo_online.py): it depends on the reward_model asset, samples its own responses (the samples'
+    # prompts are all it needs) and runs in one process.
     online: bool = False
 
 
@@ -40,7 +41,8 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
     Checkpoint("sft", "baseline", "sft", "sft_source", None,
                "Baseline: SFT on the best-rated response of every prompt.", best_only=True),
     Checkpoint("dpo", "baseline", "dpo", "preference", None, "Baseline: DPO on (higher, lower)-rated pairs."),
-    Checkpoint("sppo", "baseline", "sppo", "preference", None, "Baseline: SPPO with win rates from the ratings."),
+    Checkpoint("sppo", "baseline", "sppo", "preference", None,
+               "Baseline: SPPO on the society's responses (one offline iteration), win rates from the ratings."),
     Checkpoint("rlhf", "baseline", "rlhf", "preference", None,
                "Baseline: RLHF, RLOO policy optimisation against a reward model trained on the rated pairs.",
                online=True),
@@ -49,6 +51,16 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
     Checkpoint("coh", "baseline", "coh", "preference", None,
                "Baseline: Chain-of-Hindsight, SFT on responses after hindsight feedback, served after the positive "
                "feedback."),
+    Checkpoint("sppo_online", "baseline", "sppo_online", "preference", None,
+               "Baseline: SPPO, online: samples from the current policy, win rates from the reward model, over "
+               "several iterations.", online=True),
+    # The positive control: real human preference pairs instead of the society's, at the same budget, to show
+    # whether the benchmarks can see any method move this model (training/control.py).
+    Checkpoint("control_sft", "control", "sft", "hh_control", None,
+               "Positive control: SFT on the chosen replies of HH-RLHF test dialogues held out of every HH task.",
+               best_only=True),
+    Checkpoint("control_dpo", "control", "dpo", "hh_control", None,
+               "Positive control: DPO on chosen vs rejected replies of the same held-out HH-RLHF dialogues."),
 )
 
 CHECKPOINT_KINDS: tuple[str, ...] = tuple(c.kind for c in CHECKPOINTS)
@@ -65,6 +77,8 @@ def checkpoint(kind: str) -> Checkpoint:
 
 def sample_types(entry: Checkpoint, config: TrainingConfig) -> tuple[str, ...] | None:
     """The sample types a checkpoint trains on (None: every type)."""
+    if entry.samples == "hh_control":  # not society samples: training/control.py
+        return ("hh_control",)
     if entry.samples == "sft_source":
         return None if config.sft_baseline_source == "all" else ("imitation",)
     if entry.samples == "preference":

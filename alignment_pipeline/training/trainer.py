@@ -214,7 +214,8 @@ def train_loop(t: _Training, stop_after_steps: int | None) -> bool:
     cfg, st, rt = t.request.config, t.state, t.runtime
     span = cfg.grad_accum * rt.world_size  # batches of the global order per optimizer step
     reset_peak_memory(rt)
-    while st.epoch < cfg.epochs and st.step < t.total_steps:
+    # Under a step budget the epochs are as many as the budget takes.
+    while (cfg.budget_steps is not None or st.epoch < cfg.epochs) and st.step < t.total_steps:
         batches = make_batches(t.groups, cfg.per_device_batch, seed=cfg.seed, epoch=st.epoch)
         while st.batch_in_epoch < len(batches) and st.step < t.total_steps:
             window = list(range(st.batch_in_epoch, min(st.batch_in_epoch + span, len(batches))))
@@ -531,6 +532,8 @@ def _optimizer(params: list, n_groups: int, config: TrainingConfig, runtime: Run
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
+    if config.budget_steps is not None:  # exact: the data repeats as often as the budget needs (train_loop)
+        total_steps = config.budget_steps
     scheduler = get_scheduler(config.lr_scheduler, optimizer,
                               num_warmup_steps=math.ceil(config.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
