@@ -16,7 +16,7 @@ def test_parents_come_earlier_and_models_start_with_the_base():
     seen = set()
     for entry in CHECKPOINTS:
         assert entry.parent is None or entry.parent in seen, entry.kind
-        assert entry.description and entry.role in ("stage", "baseline")
+        assert entry.description and entry.role in ("stage", "baseline", "control")
         seen.add(entry.kind)
     assert MODELS == ("base", *CHECKPOINT_KINDS)
     with pytest.raises(ValueError, match="unknown checkpoint kind 'nope'"):
