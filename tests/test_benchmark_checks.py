@@ -61,7 +61,7 @@ def test_a_clear_gain_on_enough_items_passes(warehouse):
     _write(warehouse, "base", [0.0] * 150 + [1.0] * 100)
     _write(warehouse, "sft", [1.0] * 250)
     checks = _outcomes(warehouse, "sft")
-    assert all(o.passed for o in checks.values()), checks
+    assert all(o.passed and o.severity == "WARN" for o in checks.values()), checks
     assert checks["detectable_difference"].description.startswith("detectable difference from base on "
                                                                   "TruthfulQA MC1")
     assert checks["enough_items"].metadata["items"] == {"TruthfulQA MC1": 250}
@@ -164,7 +164,7 @@ def test_the_overview_shows_every_model_inline_and_checks_by_partition(tmp_path,
     evaluations = result.get_asset_check_evaluations()
     assert {e.check_name for e in evaluations} == {c.name for c in BENCHMARK_CHECKS}
     assert {e.partition for e in evaluations} == {"base"}
-    assert all(e.passed or e.severity == dg.AssetCheckSeverity.WARN for e in evaluations)
+    assert all(e.severity == dg.AssetCheckSeverity.WARN for e in evaluations)
 
 
 @pytest.mark.slow
@@ -199,5 +199,5 @@ def test_the_smoke_demo_chart_and_checks(smoke_demo, tmp_path):
         by_partition.setdefault(e.partition, {})[e.check_name] = e
     assert set(by_partition) >= {"base", "sft"}
     assert all(set(checks) == {c.name for c in BENCHMARK_CHECKS} for checks in by_partition.values())
-    assert all(e.passed or e.severity == dg.AssetCheckSeverity.WARN for e in evaluations)
+    assert all(e.severity == dg.AssetCheckSeverity.WARN for e in evaluations)
     assert not by_partition["base"]["enough_items"].passed  # the smoke profile evaluates a handful of items

@@ -15,6 +15,12 @@ MEASURED = tuple((column, title) for column, title in COLUMNS if column not in P
 SAME = 1e-9
 
 
+def _warn(passed: bool, description: str, metadata: dict) -> CheckOutcome:
+    """Every outcome here is of WARN severity, passed or not: they flag numbers to read with care, never a data
+    error."""
+    return CheckOutcome(passed=passed, severity="WARN", description=description, metadata=metadata)
+
+
 def _measured_row(warehouse: Warehouse, model: str) -> dict | None:
     frame = benchmark_frame(warehouse, include_paper=False)
     rows = [r for r in frame.iter_rows(named=True) if r["model"] == model]
@@ -22,8 +28,7 @@ def _measured_row(warehouse: Warehouse, model: str) -> dict | None:
 
 
 def _not_applicable(checkpoint: str, why: str) -> CheckOutcome:
-    return CheckOutcome(passed=True, description=f"not applicable: {why}",
-                        metadata={"checkpoint": checkpoint, "applicable": False})
+    return _warn(True, f"not applicable: {why}", {"checkpoint": checkpoint, "applicable": False})
 
 
 def _against_base(warehouse: Warehouse, checkpoint: str) -> tuple[dict | None, CheckOutcome | None]:
@@ -48,14 +53,11 @@ def check_differs_from_base(warehouse: Warehouse, checkpoint: str) -> CheckOutco
     if not shared:
         return _not_applicable(checkpoint, "no task measured on both it and base")
     same = [t for c, t in shared if abs(row[c] - base[c]) <= SAME]
+    metadata = {"checkpoint": checkpoint, "tasks": len(shared), "identical_tasks": same}
     if len(same) == len(shared):
-        return CheckOutcome(passed=False, severity="WARN",
-                            description=f"identical to base on every task ({', '.join(same)}): this evaluation "
-                                        "does not tell it from its starting point",
-                            metadata={"checkpoint": checkpoint, "tasks": len(shared), "identical_tasks": same})
-    return CheckOutcome(passed=True, description=f"differs from base on {len(shared) - len(same)} of {len(shared)} "
-                                                 "tasks",
-                        metadata={"checkpoint": checkpoint, "tasks": len(shared), "identical_tasks": same})
+        return _warn(False, f"identical to base on every task ({', '.join(same)}): this evaluation does not tell "
+                            "it from its starting point", metadata)
+    return _warn(True, f"differs from base on {len(shared) - len(same)} of {len(shared)} tasks", metadata)
 
 
 def check_enough_items(warehouse: Warehouse, checkpoint: str, config: EvaluationConfig) -> CheckOutcome:
@@ -65,17 +67,13 @@ def check_enough_items(warehouse: Warehouse, checkpoint: str, config: Evaluation
     row = _measured_row(warehouse, checkpoint)
     counts = {t: row[f"{c}_n"] for c, t in MEASURED if row is not None and row[f"{c}_n"] is not None}
     if not counts:
-        return CheckOutcome(passed=False, severity="WARN", description=f"not evaluated: {checkpoint} has no "
-                                                                      "benchmark rows",
-                            metadata={"checkpoint": checkpoint, "min_items_for_claims": bar})
+        return _warn(False, f"not evaluated: {checkpoint} has no benchmark rows",
+                     {"checkpoint": checkpoint, "min_items_for_claims": bar})
     few = {t: n for t, n in counts.items() if n < bar}
     metadata = {"checkpoint": checkpoint, "min_items_for_claims": bar, "items": counts}
     if few:
-        return CheckOutcome(passed=False, severity="WARN",
-                            description=f"fewer than {bar} items: " + ", ".join(f"{t} n={n}" for t, n in few.items()),
-                            metadata=metadata)
-    return CheckOutcome(passed=True, description=f"every benchmark on at least {bar} items (fewest "
-                                                 f"{min(counts.values())})", metadata=metadata)
+        return _warn(False, f"fewer than {bar} items: " + ", ".join(f"{t} n={n}" for t, n in few.items()), metadata)
+    return _warn(True, f"every benchmark on at least {bar} items (fewest {min(counts.values())})", metadata)
 
 
 def _difference_text(row: dict, column: str) -> str:
@@ -94,15 +92,14 @@ def check_detectable_difference(warehouse: Warehouse, checkpoint: str) -> CheckO
         return skipped
     compared = [(c, t) for c, t in MEASURED if row[f"{c}_diff"] is not None]
     if not compared:
-        return _not_applicable(checkpoint, "no paired comparison with base (base not evaluated?)")
+        return _not_applicable(checkpoint, "no paired comparison with base on shared items")
     detectable = [t for c, t in compared if row[f"{c}_sig"]]
     metadata = {"checkpoint": checkpoint, "differences_vs_base": {t: _difference_text(row, c) for c, t in compared}}
     if detectable:
-        return CheckOutcome(passed=True, description=f"detectable difference from base on {', '.join(detectable)} "
-                                                     "(95% interval excludes 0)", metadata=metadata)
-    return CheckOutcome(passed=False, severity="WARN",
-                        description=f"no detectable difference from base on any of {len(compared)} tasks: every "
-                                    "95% interval of the difference includes 0", metadata=metadata)
+        return _warn(True, f"detectable difference from base on {', '.join(detectable)} (95% interval excludes 0)",
+                     metadata)
+    return _warn(False, f"no detectable difference from base on any of {len(compared)} tasks: every 95% interval "
+                        "of the difference includes 0", metadata)
 
 
 BENCHMARK_CHECKS: tuple[Check, ...] = (

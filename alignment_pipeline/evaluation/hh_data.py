@@ -102,11 +102,11 @@ def _dedup(rows: Iterable[tuple[str, int, str, str]], seeded: Iterable[str]) -> 
         key = normalise(question)
         if not key:
             continue
-        if is_control(question):  # the positive control trains on it
-            control.add(key)
-            continue
         if key in banned:
             removed.add(key)
+            continue
+        if is_control(question):  # the positive control trains on it
+            control.add(key)
             continue
         if key in seen:
             duplicates += 1
