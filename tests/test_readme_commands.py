@@ -92,7 +92,8 @@ def test_every_readme_command_is_accounted_for():
 
 def test_each_measurement_command_has_a_toy_size_test():
     for command, (test_file, marker) in MEASUREMENTS.items():
-        assert command.startswith("alignment-pipeline bench "), command
+        # speed measurements, and the study (hours of a real model: its toy-size run is the smoke demo)
+        assert command.startswith(("alignment-pipeline bench ", "alignment-pipeline --profile study ")), command
         assert marker in (ROOT / test_file).read_text(), f"{test_file} does not run {command!r} at toy size"
 
 

