@@ -15,6 +15,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from alignment_pipeline import env
+from alignment_pipeline.config import DEFAULT_PROFILE, PROFILES
 from alignment_pipeline.context import Pipeline
 
 
@@ -49,8 +50,8 @@ err = Console(stderr=True, soft_wrap=True)  # an error names a file: its path is
 HomeOption = Annotated[Path | None, typer.Option(
     "--home", help="Where everything is written (default $ALIGNMENT_HOME or ./.alignment).")]
 ProfileOption = Annotated[str | None, typer.Option(
-    "--profile", help="smoke | small | paper (default $ALIGNMENT_PROFILE or small: the real SmolLM2-135M-Instruct "
-    "in every role).")]
+    "--profile", help=f"{' | '.join(PROFILES)} (default $ALIGNMENT_PROFILE or {DEFAULT_PROFILE}: the real "
+    "SmolLM2-135M-Instruct in every role).")]
 SettingsOption = Annotated[Path | None, typer.Option(
     "--settings", help="YAML/JSON file overriding profile fields (default $ALIGNMENT_SETTINGS).")]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-#: profile name (smoke | small | paper) used when none is given
+#: profile name (a profiles/*.yaml name: smoke, small, study, paper) used when none is given
 PROFILE = "ALIGNMENT_PROFILE"
 #: the home directory everything is written to (default ./.alignment)
 HOME = "ALIGNMENT_HOME"

@@ -3,7 +3,6 @@ written, in a subprocess on a fresh home, or is named below with the one place t
 script, or hardware this machine does not have). A command added to the README without an entry here fails
 `test_every_readme_command_is_accounted_for`."""
 
-import contextlib
 import json
 import os
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SMOKE_DEMO, fresh_env
+from process_group import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -226,14 +226,7 @@ def test_readme_dagster_dev_command_serves_the_definitions(tmp_path):
         assert {"batch_lineage", "training", "benchmarks"} <= jobs, body
         assert (tmp_path / ".alignment" / "dagster").is_dir()
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, timeout=30)
 
 
 @pytest.mark.slow

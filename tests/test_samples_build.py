@@ -138,7 +138,7 @@ def test_realignment_groups_hold_the_revision_above_the_draft(built):
     for group in warehouse.query("SELECT responses, ratings FROM samples_grouped WHERE sample_type = 'realignment' "
                                  "AND prompt_key IN (SELECT prompt_key FROM alignment_samples WHERE interaction_id = ?)",
                                  [ids[0]]).to_dicts():
-        assert sorted(zip(group["ratings"], group["responses"])) == [(2.0, draft), (6.0, revision)]
+        assert sorted(zip(group["ratings"], group["responses"], strict=True)) == [(2.0, draft), (6.0, revision)]
 
 
 def test_original_realignment_form_rates_every_critique_with_the_revision(warehouse):
@@ -218,7 +218,7 @@ def test_training_reads_realignment_groups_with_several_responses(warehouse):
     assert len(groups) == 15  # one per feedback
     for g in groups:
         assert g.instruction == REVISION_INSTRUCTION and "Feedback:" in g.input
-        assert sorted(zip(g.ratings, g.responses)) == [(2.0, g.input.split("Response:\n")[1].split("\n")[0]),
+        assert sorted(zip(g.ratings, g.responses, strict=True)) == [(2.0, g.input.split("Response:\n")[1].split("\n")[0]),
                                                        (5.5, g.responses[g.best_index()])]
         assert g.responses[g.best_index()].startswith("Revision")  # the revision is the one to learn
 

@@ -5,10 +5,8 @@ those pages ask."""
 
 import contextlib
 import json
-import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import time
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from process_group import stop_group
 
 from alignment_pipeline.demo import DEFINITIONS_MODULE, DEMO_TAGS, home_instance, workspace_location_origin
 from alignment_pipeline.paths import HomeLayout
@@ -86,14 +85,7 @@ def _webserver(env: dict, port: int, log: Path):
         assert proc.poll() is None, f"dagster-webserver exited: {log.read_text()[-3000:]}"
         yield
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, timeout=20)
 
 
 @pytest.mark.slow

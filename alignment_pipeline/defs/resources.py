@@ -12,7 +12,7 @@ from alignment_pipeline.warehouse import Warehouse
 
 
 class PipelineResource(dg.ConfigurableResource):
-    """`profile` picks the named settings (smoke | small | paper; None: $ALIGNMENT_PROFILE, else the default
+    """`profile` picks the named settings (a profiles/*.yaml name: smoke, small, study, paper; None: $ALIGNMENT_PROFILE, else the default
     profile); `home` is where everything is written."""
 
     profile: str | None = None
