@@ -83,7 +83,7 @@ def test_report_counts_every_rule(built):
     assert report.dropped_empty == {"imitation": 1, "self_critique": 0, "realignment": 0}
     assert report.dropped_duplicates == {"imitation": 2, "self_critique": 1, "realignment": 0}
     assert report.realignment == {"interactions": 8, "eligible": 2, "null_scores": 2, "not_improved": 1,
-                                  "not_above_threshold": 3}
+                                  "not_above_threshold": 3, "unrevised": 0}
     meta = report.metadata()
     assert meta["samples"] == 27 and meta["realignment_eligible"] == 2
     assert meta["share_self_critique"] == round(9 / 27, 4)
@@ -139,6 +139,13 @@ def test_realignment_groups_hold_the_revision_above_the_draft(built):
                                  "AND prompt_key IN (SELECT prompt_key FROM alignment_samples WHERE interaction_id = ?)",
                                  [ids[0]]).to_dicts():
         assert sorted(zip(group["ratings"], group["responses"], strict=True)) == [(2.0, draft), (6.0, revision)]
+
+
+def test_a_revision_that_repeats_its_draft_is_not_realignment(warehouse):
+    write_scripted(warehouse, "b1", [S("Q?", "Same words.", "Same words.", 2.0, 6.0, [(3.0, "Fine.")])])
+    report = build_samples(warehouse, "b1", SamplesConfig())
+    assert report.realignment["eligible"] == 0 and report.realignment["unrevised"] == 1
+    assert report.counts["realignment"] == 0
 
 
 def test_original_realignment_form_rates_every_critique_with_the_revision(warehouse):

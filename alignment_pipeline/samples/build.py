@@ -5,7 +5,8 @@ Three sample types per interaction (paper section 3), each a (prompt, response, 
   draft) and the revision (rated by its score of the revision).
 - self_critique: instruction = the critique task; input = question + draft; response = one neighbour's feedback;
   rating = that neighbour's rating, which rates the DRAFT, not the feedback (rating_source says so).
-- realignment (paper section 3): only where the observer's alignment after > before and after > the threshold.
+- realignment (paper section 3): only where the observer's alignment after > before and after > the threshold, and
+  the revision is not its draft repeated (the observer's two scores of one text differ only by its noise).
   Form `contrastive` (default): ONE GROUP PER FEEDBACK; instruction = revise the response in light of the
   feedback (template.REVISION_INSTRUCTION); input = question + draft + that neighbour's feedback; responses = the
   revision (rated by the observer's alignment score after revision) and the draft itself (rated by its score
@@ -71,7 +72,8 @@ class SamplesReport:
     dropped_duplicates: dict[str, int]  # the same response to the same prompt seen again in this batch
     sampled_out: dict[str, int]        # left out by type_ratios / type_shares
     cross_batch_duplicates: int        # already stored by another batch under the same sample_id
-    realignment: dict[str, int]        # interactions: eligible / null_scores / not_improved / not_above_threshold
+    realignment: dict[str, int]        # interactions: eligible / null_scores / not_improved / not_above_threshold /
+    #                                    unrevised (improved past the threshold, but the revision repeats the draft)
     replaced: int                      # rows of this batch deleted before the insert
     build_s: float
     load_s: float
@@ -156,8 +158,9 @@ CREATE OR REPLACE TEMP TABLE _s_rows AS
 WITH realign AS (
     SELECT *
     FROM _s_inter
-    -- comparisons with NULL are not true, so an interaction with a NULL score is never eligible
-    WHERE alignment_after > alignment_before AND alignment_after > $threshold
+    -- comparisons with NULL are not true, so an interaction with a NULL score is never eligible; a revision that
+    -- repeats its draft revised nothing, whatever the observer's two scores of the same text say
+    WHERE alignment_after > alignment_before AND alignment_after > $threshold AND revision <> draft
 ),
 candidates AS (
 SELECT 'imitation' AS sample_type, imitation_key AS prompt_key, question AS instruction, '' AS input,
@@ -239,11 +242,14 @@ LEFT JOIN (SELECT sample_type, count(*) AS n_unique FROM _s_unique GROUP BY samp
 
 _REALIGNMENT_SQL = """
 SELECT count(*) AS interactions,
-       count(*) FILTER (WHERE alignment_after > alignment_before AND alignment_after > $threshold) AS eligible,
+       count(*) FILTER (WHERE alignment_after > alignment_before AND alignment_after > $threshold
+                        AND revision <> draft) AS eligible,
        count(*) FILTER (WHERE alignment_before IS NULL OR alignment_after IS NULL) AS null_scores,
        count(*) FILTER (WHERE alignment_after <= alignment_before) AS not_improved,
        count(*) FILTER (WHERE alignment_after > alignment_before AND alignment_after <= $threshold)
-           AS not_above_threshold
+           AS not_above_threshold,
+       count(*) FILTER (WHERE alignment_after > alignment_before AND alignment_after > $threshold
+                        AND revision = draft) AS unrevised
 FROM _s_inter
 """
 
@@ -287,7 +293,7 @@ def _build(con: duckdb.DuckDBPyConnection, batch: str, config: SamplesConfig) ->
                                   "threshold": config.realignment_threshold})
     con.execute(_UNIQUE_SQL)
     realign = con.execute(_REALIGNMENT_SQL, {"threshold": config.realignment_threshold}).fetchone()
-    interactions, eligible, null_scores, not_improved, not_above = realign
+    interactions, eligible, null_scores, not_improved, not_above, unrevised = realign
     candidates, excluded_null, empty, unique = {}, {}, {}, {}
     for sample_type, n_cand, n_null, n_empty, n_unique in con.execute(_STATS_SQL).fetchall():
         candidates[sample_type], excluded_null[sample_type] = n_cand, n_null
@@ -302,7 +308,8 @@ def _build(con: duckdb.DuckDBPyConnection, batch: str, config: SamplesConfig) ->
         "dropped_duplicates": {t: candidates[t] - excluded_null[t] - empty[t] - unique[t] for t in SAMPLE_TYPES},
         "sampled_out": {t: unique[t] - keep[t] for t in SAMPLE_TYPES},
         "realignment": {"interactions": interactions, "eligible": eligible, "null_scores": null_scores,
-                        "not_improved": not_improved, "not_above_threshold": not_above},
+                        "not_improved": not_improved, "not_above_threshold": not_above,
+                        "unrevised": unrevised},
     }
 
 
