@@ -108,7 +108,8 @@ def test_each_job_page_lists_the_demo_runs(smoke_demo, tmp_path):
             assert {r["id"] for r in page["runs"]} >= demo_runs[job], job
             # recorded with the code location's own snapshot: re-executing does not warn of another version
             assert {(r["pipelineSnapshotId"], json.dumps(r["repositoryOrigin"], sort_keys=True))
-                    for r in page["runs"]} == {(page["pipelineSnapshotId"], json.dumps(origin, sort_keys=True))}
+                    for r in page["runs"] if r["id"] in demo_runs[job]} == {
+                (page["pipelineSnapshotId"], json.dumps(origin, sort_keys=True))}
             listed = _graphql(port, RUNS_PAGE, {"filter": {"pipelineName": job}})["runsOrError"]["results"]
             assert {r["id"] for r in listed} >= demo_runs[job]
-            assert all(r["repositoryOrigin"] == origin for r in listed), listed
+            assert all(r["repositoryOrigin"] == origin for r in listed if r["id"] in demo_runs[job]), listed
