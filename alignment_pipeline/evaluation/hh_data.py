@@ -58,7 +58,7 @@ def normalise(text: str) -> str:
 
 
 def is_control(question: str) -> bool:
-    """Whether a first human turn belongs to the positive control's training split (a seeded-free md5 of the
+    """Whether a first human turn belongs to the positive control's training split (an unseeded md5 of the
     normalised text: the same prompt is on the same side in every file and every run)."""
     digest = hashlib.md5(normalise(question).encode(), usedforsecurity=False).hexdigest()
     return int(digest[:8], 16) % 100 < CONTROL_PERCENT
