@@ -240,3 +240,23 @@ def make_batches(groups: list[TokenizedGroup], prompts_per_batch: int, *, seed: 
         batches.extend(chunk[j:j + prompts_per_batch] for j in range(0, len(chunk), prompts_per_batch))
     rng.shuffle(batches)
     return batches
+
+
+def budget_groups(groups: list[TokenizedGroup], prompts_per_batch: int, *, seed: int, batches_per_step: int,
+                  steps: int) -> set[int] | None:
+    """The indices of the groups that `steps` optimizer steps of `batches_per_step` batches reach, walking the
+    same seeded batches as the training loop (epoch after epoch); None when they reach every group. A reference
+    pass needs no more than these."""
+    reached: set[int] = set()
+    epoch = done = 0
+    while done < steps:
+        batches = make_batches(groups, prompts_per_batch, seed=seed, epoch=epoch)
+        for start in range(0, len(batches), batches_per_step):
+            if done == steps:
+                break
+            reached.update(i for b in batches[start:start + batches_per_step] for i in b)
+            done += 1
+        if len(reached) == len(groups):
+            return None
+        epoch += 1
+    return reached

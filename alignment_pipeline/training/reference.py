@@ -63,17 +63,22 @@ def shard_groups(groups: list[TokenizedGroup], rank: int, world_size: int) -> li
     return sorted(groups, key=lambda g: (g.packed_length, g.index))[rank::world_size]
 
 
-def merge_shards(shards: list[tuple[list[int], torch.Tensor]], n_rows: int) -> torch.Tensor:
-    """One [n_rows, K_max] tensor from every rank's (group indices, their rows); each row must come from
-    exactly one shard."""
+def merge_shards(shards: list[tuple[list[int], torch.Tensor]], n_rows: int,
+                 expected_rows: list[int] | None = None) -> torch.Tensor:
+    """One [n_rows, K_max] tensor from every rank's (group indices, their rows); each of `expected_rows` (default:
+    all)
+    must come from exactly one shard, and no other row from any."""
     k_max = max((rows.shape[1] for _, rows in shards), default=0)
     out = torch.full((n_rows, k_max), float("nan"))
     seen = torch.zeros(n_rows, dtype=torch.long)
     for indices, rows in shards:
         out[indices, :rows.shape[1]] = rows
         seen.index_add_(0, torch.tensor(indices, dtype=torch.long), torch.ones(len(indices), dtype=torch.long))
-    if not bool((seen == 1).all()):
-        raise ValueError(f"reference shards cover {int((seen == 1).sum())} of {n_rows} groups exactly once")
+    expected = torch.zeros(n_rows, dtype=torch.long)
+    expected[torch.arange(n_rows) if expected_rows is None else torch.tensor(expected_rows, dtype=torch.long)] = 1
+    if not bool((seen == expected).all()):
+        raise ValueError(f"reference shards cover {int(((seen == 1) & (expected == 1)).sum())} of "
+                         f"{int(expected.sum())} groups exactly once")
     return out
 
 

@@ -274,6 +274,9 @@ def train_sppo_online(groups: Sequence[PromptGroup], *, reward_model_path: str |
     # The step budget every checkpoint shares (training.budget_steps), else the cap, else the epochs.
     plan = steps_per_iteration(config.budget_steps or config.max_steps, config.epochs, rl.sppo_iterations,
                                [len(s) for s in shares], rl.prompts_per_step)
+    if config.budget_steps or config.max_steps:
+        # An iteration samples only the prompts its steps train on: sampling is the online method's largest cost.
+        shares = [s[:steps * rl.prompts_per_step] for s, steps in zip(shares, plan, strict=False)]
     base_path = resolve_base_model(base_model, home)
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_path)

@@ -281,7 +281,8 @@ def _trial_config(config: TrainingConfig, objective: str, rate: float, n_units: 
     steps = config.lr_sweep_steps
     per_epoch = math.ceil(math.ceil(n_units / config.per_device_batch) / (config.grad_accum * world_size))
     return chosen_config(config, objective, rate).model_copy(update={
-        "max_steps": steps, "epochs": math.ceil(steps / per_epoch), "budget_steps": None, "save_every": steps + 1,
+        # A budget, not a cap: the same loop, and the reference pass (DPO/SPPO) covers only what the trial reaches.
+        "max_steps": None, "epochs": math.ceil(steps / per_epoch), "budget_steps": steps, "save_every": steps + 1,
         "register_model": False, "lr_sweep": None})
 
 

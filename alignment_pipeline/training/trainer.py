@@ -51,6 +51,7 @@ from alignment_pipeline.training.config import TrainingConfig
 from alignment_pipeline.training.data import (
     PromptGroup,
     TokenizedGroup,
+    budget_groups,
     limit_responses,
     make_batches,
     samples_batches,
@@ -501,19 +502,27 @@ def _reference(model, tokenized: list[TokenizedGroup], base_path: str, out_dir: 
     Rank 0 reads the cache and shares it. Without one, every rank computes its share of the groups and the
     shares are gathered to every rank (rank 0 then writes the cache): no rank waits in a collective while
     another runs the whole pass."""
-    cache, key = out_dir / "reference_logps.pt", fingerprint(base_path, tokenized)
+    # Under a step budget, only the groups the budget reaches: the rest would cost a forward pass each and never
+    # be read (their rows stay NaN).
+    reached = None
+    if config.budget_steps is not None:
+        reached = budget_groups(tokenized, config.per_device_batch, seed=config.seed,
+                                batches_per_step=config.grad_accum * runtime.world_size, steps=config.budget_steps)
+    needed = tokenized if reached is None else [g for g in tokenized if g.index in reached]
+    cache, key = out_dir / "reference_logps.pt", fingerprint(base_path, needed)
     cached = dist_utils.broadcast_object(read_cache(cache, key) if runtime.is_main else None, runtime)
     if cached is not None:
         return cached, 0.0
     started = time.perf_counter()
     ref_model = model if model is not None else load_model(base_path, config, runtime, trainable=False)
-    mine = shard_groups(tokenized, runtime.rank, runtime.world_size)
+    mine = shard_groups(needed, runtime.rank, runtime.world_size)
     logps = compute_reference_logps(ref_model, mine, pad_id=tokenizer.pad_token_id, device=runtime.device,
                                     batch_size=config.per_device_batch * 2, autocast=runtime.autocast_factory(),
                                     chunk_size=config.logprob_chunk_size, n_rows=len(tokenized))
     del ref_model
     indices = [g.index for g in mine]
-    logps = merge_shards(dist_utils.all_gather((indices, logps[indices]), runtime), len(tokenized))
+    logps = merge_shards(dist_utils.all_gather((indices, logps[indices]), runtime), len(tokenized),
+                         expected_rows=None if reached is None else sorted(reached))
     synchronize(runtime)
     if runtime.is_main:
         write_cache(cache, key, logps)
