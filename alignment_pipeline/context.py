@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alignment_pipeline import env
-from alignment_pipeline.paths import HomeLayout, assets_dir
+from alignment_pipeline.paths import HomeLayout
 
 if TYPE_CHECKING:
     from alignment_pipeline.config import PipelineConfig
@@ -57,8 +57,10 @@ class Pipeline:
         return Warehouse(self.layout().duckdb_path)
 
     def inbox_dir(self) -> Path:
-        raw = self.inbox or self.config().prompts.inbox
-        return Path(raw).expanduser().resolve() if raw else assets_dir() / "prompts"
+        # An explicit inbox wins; otherwise the profile's, resolved by its config ({assets}/... included).
+        if self.inbox:
+            return Path(self.inbox).expanduser().resolve()
+        return self.config().prompts.inbox_dir().resolve()
 
     def backend(self, spec: BackendSpec) -> LLMBackend:
         from alignment_pipeline.llm import make_backend

@@ -193,3 +193,14 @@ def test_describe_settings_names_every_field(name):
         assert " ".join(description.split()) in flat
     for spec in config.sandbox.agent_models:
         assert f"model={spec.model}" in text
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_profile_inbox_holds_prompt_files(name, monkeypatch):
+    """The inbox a profile names (`{assets}/...` included) is where the pipeline reads, and it has prompts."""
+    from alignment_pipeline.context import Pipeline
+
+    monkeypatch.delenv("ALIGNMENT_INBOX", raising=False)
+    inbox = Pipeline(profile=name).inbox_dir()
+    assert inbox == load_profile(name).prompts.inbox_dir().resolve()
+    assert inbox.is_dir() and any(inbox.iterdir()), inbox
