@@ -42,6 +42,41 @@ def test_a_budget_trains_exactly_its_steps_repeating_the_data(tmp_path):
     assert result.steps == 5  # neither epochs=1 (2 steps) nor max_steps=1 stops it
 
 
+def test_under_a_budget_the_reference_pass_covers_only_the_groups_it_reaches(tmp_path):
+    """DPO's reference log-probs are computed for the pairs the budget's steps train on, and those are exactly the
+    pairs the loop consumed; the rest stay NaN (never read)."""
+    import json
+
+    import torch
+
+    groups = letter_groups(12, seed=2, responses=2)  # 12 pairs, 2 per batch: 6 steps an epoch
+    config = TrainingConfig(budget_steps=2, per_device_batch=2, max_length=64, register_model=False,
+                            save_every=1000, warmup_ratio=0.0)
+    out = tmp_path / "dpo"
+    result = train(TrainRequest(groups, objective="dpo", base_model="tiny:tiny-64", out_dir=out, config=config,
+                                home=HomeLayout(tmp_path / "home"), run_name="budget-reference"))
+    assert result.steps == 2
+    reference = torch.load(out / "reference_logps.pt")["logps"]
+    computed = {i for i in range(reference.shape[0]) if not torch.isnan(reference[i]).all()}
+    assert len(computed) == 4  # 2 steps × 2 pairs, of 12
+    trained = {i for _, _, _, batch in json.loads((out / "batches_consumed.json").read_text()) for i in batch}
+    assert trained == computed
+
+
+def test_budget_groups_walk_the_loop_s_batches():
+    from alignment_pipeline.training.data import budget_groups, make_batches, tokenize_groups
+    from alignment_pipeline.training.trainer import resolve_base_model
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_base_model("tiny:tiny-64", HomeLayout()))
+    tokenized = tokenize_groups(tok, letter_groups(7, seed=3), max_length=64, min_prompt_tokens=4)
+    first = make_batches(tokenized, 2, seed=5, epoch=0)
+    assert budget_groups(tokenized, 2, seed=5, batches_per_step=1, steps=2) == set(first[0]) | set(first[1])
+    assert budget_groups(tokenized, 2, seed=5, batches_per_step=2, steps=1) == set(first[0]) | set(first[1])
+    assert budget_groups(tokenized, 2, seed=5, batches_per_step=1, steps=4) is None  # 4 batches hold all 7
+
+
 def _group(kind: str, ratings: list[float]) -> PromptGroup:
     return PromptGroup("q", "", [f"r{i}" for i in range(len(ratings))], ratings, key=f"{kind}:k{len(ratings)}")
 

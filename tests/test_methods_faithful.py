@@ -304,7 +304,7 @@ def test_sppo_online_samples_the_current_policy_each_iteration(home, reward_mode
 
 
 def test_sppo_online_step_plan_follows_the_budget():
-    from alignment_pipeline.training.sppo_online import iteration_prompts, steps_per_iteration
+    from alignment_pipeline.training.sppo_online import iteration_prompts, steps_per_iteration, trained_shares
 
     assert steps_per_iteration(5, 1, 3, [2, 2, 2], 2) == [2, 2, 1]
     assert steps_per_iteration(2, 1, 3, [2, 2, 2], 2) == [1, 1]  # no iteration without a step
@@ -312,3 +312,5 @@ def test_sppo_online_step_plan_follows_the_budget():
     assert iteration_prompts(list("abcdefg"), 1, 3, fresh=True) == ["b", "e"]
     assert iteration_prompts(list("ab"), 1, 3, fresh=True) == ["a", "b"]  # too few to split
     assert iteration_prompts(list("abc"), 2, 3, fresh=False) == ["a", "b", "c"]
+    # under a step budget an iteration samples only the prompts its steps train on
+    assert trained_shares([list("abcd"), list("efgh"), list("ijkl")], [2, 1], 2) == [list("abcd"), list("ef")]

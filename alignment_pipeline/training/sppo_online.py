@@ -70,6 +70,13 @@ def steps_per_iteration(max_steps: int | None, epochs: int, iterations: int, pro
     return [max_steps // n + (1 if i < max_steps % n else 0) for i in range(n)]
 
 
+def trained_shares(shares: Sequence[Sequence[Prompt]], plan: Sequence[int], prompts_per_step: int
+                   ) -> list[list[Prompt]]:
+    """Each iteration's prompts cut to what its steps train on (steps × prompts per step): sampling is the online
+    method's largest cost, and a prompt sampled but never trained on buys nothing."""
+    return [list(share[:steps * prompts_per_step]) for share, steps in zip(shares, plan, strict=False)]
+
+
 # -- sampling -----------------------------------------------------------------------------------------------------
 
 def prompt_token_ids(tokenizer, prompts: Sequence[Prompt], max_prompt_tokens: int) -> list[list[int]]:
@@ -275,8 +282,7 @@ def train_sppo_online(groups: Sequence[PromptGroup], *, reward_model_path: str |
     plan = steps_per_iteration(config.budget_steps or config.max_steps, config.epochs, rl.sppo_iterations,
                                [len(s) for s in shares], rl.prompts_per_step)
     if config.budget_steps or config.max_steps:
-        # An iteration samples only the prompts its steps train on: sampling is the online method's largest cost.
-        shares = [s[:steps * rl.prompts_per_step] for s, steps in zip(shares, plan, strict=False)]
+        shares = trained_shares(shares, plan, rl.prompts_per_step)
     base_path = resolve_base_model(base_model, home)
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
