@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from alignment_pipeline.evaluation.verdicts import verdict_lines
 from alignment_pipeline.sandbox.answers import is_clean
 from alignment_pipeline.warehouse.db import Warehouse
 
@@ -134,4 +135,8 @@ def benchmark_lines(warehouse: Warehouse) -> list[str]:
                 text += f" {r[f'{c}_diff']:+.2f}" + ("*" if r[f"{c}_sig"] else "")
             cells.append(f"{text:>26}")
         lines.append("  " + f"{r['model']:<22} " + " ".join(cells))
+    verdicts = verdict_lines(warehouse)
+    if verdicts:
+        lines.append("verdicts (paired 95% intervals on the same items; better/worse only where they exclude 0):")
+        lines += [f"  {v}" for v in verdicts]
     return lines

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
+from alignment_pipeline.evaluation.verdicts import verdict_lines
 from alignment_pipeline.warehouse.db import Warehouse
 
 # (column of the benchmark_table view, heading in the paper's table)
@@ -66,6 +67,10 @@ def benchmark_markdown(warehouse: Warehouse, *, include_paper: bool = True) -> s
                           f"{_escape(r['model'])} {r['task']} {r['value']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] "
                           f"n={r['n']}" + (" (self-judged)" if r["self_judged"] else "")
                           for r in wins.iter_rows(named=True) if r["value"] is not None)]
+    verdicts = verdict_lines(warehouse)
+    if verdicts:
+        notes += ["", "**Verdicts** (paired 95% intervals on the same items; better or worse only where the interval "
+                      "excludes 0):", "", *(f"- {_escape(v)}" for v in verdicts)]
     return "".join(f"{w}\n\n" for w in warnings) + "\n".join(lines + notes) + "\n"
 
 

@@ -310,34 +310,41 @@ def write_results(warehouse: Warehouse, *, checkpoint: str, kind: str, model_pat
         written = insert_frame(con, "benchmark_results", results)
         insert_frame(con, "benchmark_judgements", judgements)
         insert_frame(con, "benchmark_items", per_item)
-        others = [checkpoint] if checkpoint != "base" else [
-            c for (c,) in con.execute("SELECT DISTINCT checkpoint FROM benchmark_items WHERE checkpoint <> 'base'")
-            .fetchall()]
-        for other in others:
-            write_comparisons(con, other, evaluated_at)
+        for reference in COMPARED_WITH:
+            others = [checkpoint] if checkpoint != reference else [
+                c for (c,) in con.execute("SELECT DISTINCT checkpoint FROM benchmark_items WHERE checkpoint <> ?",
+                                          [reference]).fetchall()]
+            for other in others:
+                if other not in COMPARED_WITH[:COMPARED_WITH.index(reference) + 1]:
+                    write_comparisons(con, other, evaluated_at, reference=reference)
     return written
 
 
-def write_comparisons(con, checkpoint: str, evaluated_at: datetime) -> int:
-    """(Re)compute `checkpoint` − base on the items both have, per task and metric."""
+# Every checkpoint is compared with the base model and with the SFT baseline (the paper's first baseline), on the
+# items both have; base and SFT are not compared with the references they precede.
+COMPARED_WITH = ("base", "sft")
+
+
+def write_comparisons(con, checkpoint: str, evaluated_at: datetime, *, reference: str = "base") -> int:
+    """(Re)compute `checkpoint` − `reference` on the items both have, per task and metric."""
     pairs = con.execute(
         "SELECT c.task, c.metric, b.value AS base, c.value AS other FROM benchmark_items c "
-        "JOIN benchmark_items b ON b.checkpoint = 'base' AND b.task = c.task AND b.metric = c.metric "
+        "JOIN benchmark_items b ON b.checkpoint = ? AND b.task = c.task AND b.metric = c.metric "
         "AND b.file = c.file AND b.item_id = c.item_id "
         "WHERE c.checkpoint = ? AND c.value IS NOT NULL AND b.value IS NOT NULL ORDER BY c.file, c.item_id",
-        [checkpoint]).fetchall()
+        [reference, checkpoint]).fetchall()
     grouped: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
     for task, metric, base, other in pairs:
         b, o = grouped.setdefault((task, metric), ([], []))
         b.append(base)
         o.append(other)
-    con.execute("DELETE FROM benchmark_comparisons WHERE checkpoint = ?", [checkpoint])
+    con.execute("DELETE FROM benchmark_comparisons WHERE checkpoint = ? AND reference = ?", [checkpoint, reference])
     written = 0
     for (task, metric), (base, other) in grouped.items():
         d = paired_difference(base, other, binary=metric in BINARY_METRICS)
-        con.execute("INSERT INTO benchmark_comparisons VALUES (?, ?, ?, 'base', ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [checkpoint, task, metric, d.n, d.diff, d.low, d.high, d.p_value, d.test, d.excludes_zero,
-                     evaluated_at])
+        con.execute("INSERT INTO benchmark_comparisons VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [checkpoint, task, metric, reference, d.n, d.diff, d.low, d.high, d.p_value, d.test,
+                     d.excludes_zero, evaluated_at])
         written += 1
     return written
 

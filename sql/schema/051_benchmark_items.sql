@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS benchmark_comparisons (
     checkpoint      VARCHAR NOT NULL,
     task            VARCHAR NOT NULL,
     metric          VARCHAR NOT NULL,
-    reference       VARCHAR NOT NULL,          -- base
+    reference       VARCHAR NOT NULL,          -- base | sft
     n               INTEGER NOT NULL,          -- paired items
     diff            DOUBLE,
     ci_low          DOUBLE,
