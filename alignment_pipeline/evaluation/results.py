@@ -362,9 +362,13 @@ def log_metrics_to_run(run_id: str | None, rows: Sequence[MetricRow], *, home=No
         from alignment_pipeline.tracking import configure
 
         configure(home)
+    from mlflow.entities import RunTag
+
     stamp = int(time.time() * 1000)
-    metrics = [Metric(f"bench/{r.task}/{r.metric}", float(r.value), stamp, step)
-               for r in rows if r.value is not None]
+    logged = [r for r in rows if r.value is not None]
+    metrics = [Metric(f"bench/{r.task}/{r.metric}", float(r.value), stamp, step) for r in logged]
+    # What a number stands on, beside it: the items behind it and where they came from (real test split, proxy).
+    tags = {f"bench/{r.task}/{r.metric}": f"n={r.n}, {r.dataset_source}" for r in logged}
     if metrics:
-        mlflow.MlflowClient().log_batch(run_id, metrics=metrics)
+        mlflow.MlflowClient().log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
     return len(metrics)

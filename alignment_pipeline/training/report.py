@@ -55,7 +55,8 @@ def registered_model_name(run_name: str) -> str:
 
 
 _OBJECTIVE_NAMES = {"stable_alignment": "Stable Alignment loss", "sft": "SFT", "dpo": "DPO", "sppo": "SPPO",
-                    "rrhf": "RRHF", "coh": "Chain-of-Hindsight", "rlhf": "RLHF (RLOO against the reward model)"}
+                    "rrhf": "RRHF", "coh": "Chain-of-Hindsight", "rlhf": "RLHF (RLOO against the reward model)",
+                    "sppo_online": "SPPO (online: samples of the current policy, win rates from the reward model)"}
 # What one training example of an objective is (training/objectives.py training_groups).
 _EXAMPLES = {"dpo": "preference pairs", "coh": "hindsight chains", "rlhf": "prompts"}
 
@@ -66,8 +67,11 @@ def model_description(name: str, objective: str, *, groups: int, batches: list[s
     for a Stable Alignment stage that trained as plain SFT, that too."""
     from alignment_pipeline.training.checks import contrastive_fallback
 
-    data = f"{groups} {_EXAMPLES.get(objective, 'prompt groups')} of samples batch{'es' if len(batches) != 1 else ''} "
-    text = (f"{name}: {_OBJECTIVE_NAMES.get(objective, objective)} on {data}{', '.join(batches) or '(none)'}; "
+    examples = _EXAMPLES.get(objective, "prompt groups")
+    # No samples batch: data from outside the society (the positive control's HH-RLHF pairs).
+    data = (f"{groups} {examples} of samples batch{'es' if len(batches) != 1 else ''} {', '.join(batches)}"
+            if batches else f"{groups} {examples} from outside the society's samples")
+    text = (f"{name}: {_OBJECTIVE_NAMES.get(objective, objective)} on {data}; "
             f"{steps} optimizer step{'' if steps == 1 else 's'} from {base_model}.")
     if objective == "stable_alignment" and metrics is not None:
         fallback = contrastive_fallback(metrics)
