@@ -225,7 +225,7 @@ def test_checks_pass_on_a_clean_run_and_fail_on_broken_data(ran):
     complete = check_interactions_complete(wh, BATCH, cfg)
     assert not complete.passed and complete.metadata["missing"] == 1 and complete.metadata["problems"] == 1
     differ = check_revisions_differ(wh, BATCH)
-    assert not differ.passed and differ.metadata["identical"] == 1
+    assert not differ.passed and differ.metadata["identical"] == 1 and differ.severity == "WARN"
 
 
 def test_a_complete_batch_makes_no_llm_calls_and_builds_no_backend(ran):

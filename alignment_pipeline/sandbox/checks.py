@@ -95,8 +95,9 @@ def check_interactions_complete(warehouse: Warehouse, batch: str, config: Sandbo
 
 def check_revisions_differ(warehouse: Warehouse, batch: str) -> CheckOutcome:
     """Rule: a revision that equals its draft after collapsing whitespace and case is no revision. The check
-    fails if any interaction of the batch has one (or if the batch has no interactions to check); metadata
-    gives the share of revisions that differ and up to five offending interaction ids."""
+    warns if any interaction of the batch has one (such interactions give no realignment sample, counted as
+    unrevised) and fails if the batch has no interactions to check; metadata gives the share of revisions that
+    differ and up to five offending interaction ids."""
     frame = warehouse.query(
         "SELECT interaction_id, "
         "  lower(trim(regexp_replace(draft, '\\s+', ' ', 'g'))) = lower(trim(regexp_replace(revision, '\\s+', ' ', 'g'))) "
@@ -107,8 +108,11 @@ def check_revisions_differ(warehouse: Warehouse, batch: str) -> CheckOutcome:
     passed = total > 0 and same.height == 0
     return CheckOutcome(
         passed=passed,
+        # A model that repeats its draft now and then is behaviour to look at, not broken data.
+        severity="WARN" if total else "ERROR",
         description=("no interactions" if total == 0 else
-                     f"{share:.1%} of {total} revisions differ from their drafts"),
+                     f"{share:.1%} of {total} revisions differ from their drafts"
+                     + (f"; {same.height} repeat their draft (no realignment sample)" if same.height else "")),
         metadata={"interactions": total, "identical": same.height, "share_differ": share,
                   "examples": same["interaction_id"].head(5).to_list() if same.height else []})
 
