@@ -75,22 +75,32 @@ def _job_page(port: int, job: str) -> dict:
 
 
 @contextlib.contextmanager
-def _webserver(env: dict, port: int, log: Path):
-    """dagster-webserver on the workspace, in its own process group (stopped whole on exit), once it answers."""
+def _serving(command: list[str], *, cwd: Path, env: dict, log: Path, ready, name: str):
+    """`command` in its own process group (stopped whole on exit), once `ready()` answers without raising."""
     with open(log, "w") as out:
-        proc = subprocess.Popen(["dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                                cwd=ROOT, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True, stdout=out,
+                                stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and proc.poll() is None:
             with contextlib.suppress(OSError, ValueError, KeyError, AssertionError):
-                if _job_page(port, JOBS[0])["__typename"] == "Pipeline":
-                    break
+                ready()
+                break
             time.sleep(1)
-        assert proc.poll() is None, f"dagster-webserver exited: {log.read_text()[-3000:]}"
+        assert proc.poll() is None, f"{name} exited: {log.read_text()[-3000:]}"
         yield
     finally:
         stop_group(proc, timeout=20)
+
+
+def _webserver(env: dict, port: int, log: Path):
+    """dagster-webserver on the workspace, once its first job page answers."""
+
+    def ready():
+        assert _job_page(port, JOBS[0])["__typename"] == "Pipeline"
+
+    return _serving(["dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT,
+                    env=env, log=log, ready=ready, name="dagster-webserver")
 
 
 @pytest.mark.slow
@@ -130,25 +140,12 @@ def _mlflow(port: int, path: str, body: dict | None = None, **query: object) -> 
     return json.loads(urllib.request.urlopen(request, timeout=60).read())
 
 
-@contextlib.contextmanager
 def _mlflow_ui(env: dict, home: HomeLayout, port: int, log: Path):
-    """The `mlflow ui` command the project prints for the home (one worker, no job runner), in its own process group
-    (stopped whole on exit), once it answers. It runs in the log's folder: nothing it writes lands in the project."""
+    """The `mlflow ui` command the project prints for the home (one worker, no job runner), once it answers. It runs
+    in the log's folder: nothing it writes lands in the project."""
     command = [*shlex.split(tracking.ui_command(home)), "-h", "127.0.0.1", "-p", str(port), "--workers", "1"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(command, cwd=log.parent, env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                                start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(OSError, ValueError):
-                _mlflow(port, "experiments/search", max_results=100)
-                break
-            time.sleep(1)
-        assert proc.poll() is None, f"mlflow ui exited: {log.read_text()[-3000:]}"
-        yield
-    finally:
-        stop_group(proc, timeout=20)
+    return _serving(command, cwd=log.parent, env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, log=log,
+                    ready=lambda: _mlflow(port, "experiments/search", max_results=100), name="mlflow ui")
 
 
 def _pairs(entries: list[dict] | None) -> dict[str, str]:

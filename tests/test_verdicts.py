@@ -52,8 +52,8 @@ def test_each_checkpoint_gets_a_sentence_against_base_and_sft(warehouse):
     assert [line.split(" ")[0] for line in lines[:-1]] == ["stage3_realignment", "sft", "control_sft"]
     # the control moved nothing: the reading says the null results carry no weight, and how many items would
     control = lines[-1]
-    assert control.startswith("Positive control:") and "says nothing either way" in control
-    assert "TruthfulQA MC1 about" in control
+    assert control.startswith("Positive control:") and "moved no benchmark beyond its interval" in control
+    assert "would have shown (80% power): TruthfulQA MC1 0." in control and "TruthfulQA MC1 about" in control
     assert "verdicts (paired 95% intervals" in "\n".join(benchmark_lines(warehouse))
 
 
@@ -70,6 +70,14 @@ def test_no_control_no_reading_and_nothing_before_any_checkpoint(tmp_path):
     _write(w, "base", "base", {"ethics_cm": _flags(100)})
     _write(w, "dpo", "baseline", {"ethics_cm": _flags(100)})
     assert verdict_lines(w) == ["dpo vs base: no detectable difference on ETHICS."]
+
+
+def test_smallest_detectable_change_agrees_with_items_needed():
+    from alignment_pipeline.evaluation.verdicts import smallest_detectable
+
+    delta = smallest_detectable(0.0, 200)  # the floor: only the flips a change implies
+    assert 0.03 < delta < 0.045 and abs(items_needed(0.0, delta) - 200) <= 1
+    assert smallest_detectable(0.4, 200) == pytest.approx(2.8016 * 0.4 / 200 ** 0.5, rel=1e-3)
 
 
 def test_items_needed_never_assumes_less_spread_than_the_change_itself():

@@ -3,10 +3,10 @@ how it stands against SFT; then what the positive control says about the instrum
 
 Read from `benchmark_comparisons` (paired differences on the same items, 95% intervals: evaluation/stats.py) on
 each benchmark's headline metric. "Better" and "worse" need the interval to exclude zero; everything else is "no
-detectable difference", which means something only where the positive control (checkpoints of kind `reference`,
-trained on real human preference pairs) shows the benchmarks can see a change at this model size. When the control
-moves nothing, the reading says so and how many items a 0.05 change would need, from the measured spread of the
-per-item paired differences (two-sided 5% test, 80% power).
+detectable difference", which is read against the positive control (checkpoints of kind `reference`, trained on
+real human preference pairs): when the control moves a benchmark, the benchmarks can see a change of that size here;
+when it moves nothing, the reading gives the smallest change the items would have shown and how many items a 0.05
+change would need, from the measured spread of the per-item paired differences (two-sided 5% test, 80% power).
 """
 
 from __future__ import annotations
@@ -114,11 +114,24 @@ def control_reading(warehouse: Warehouse, vs_base: dict[str, list[Difference]]) 
         return (f"Positive control: {listed}. The benchmarks can see a change of that size here; a method with "
                 "no detectable difference on those benchmarks moved less than the control did.")
     spread = paired_spread(warehouse, controls)
-    power = "; ".join(f"{HEADLINES[t][1]} about {items_needed(sd):,} (sd of paired differences {sd:.3f})"
-                      for t, (sd, _) in spread.items())
-    return ("Positive control: training on real human preference pairs moved no benchmark beyond its interval "
-            f"({', '.join(controls)}), so at this model size and number of items \"no detectable difference\" says "
-            "nothing either way about a method." + (f" Items a {DETECT} change would need: {power}." if power else ""))
+    n_of = {d.task: d.n for c in controls for d in vs_base.get(c, [])}
+    seen = "; ".join(f"{HEADLINES[t][1]} {smallest_detectable(sd, n_of[t]):.3f} (n={n_of[t]})"
+                     for t, (sd, _) in spread.items() if n_of.get(t))
+    need = "; ".join(f"{HEADLINES[t][1]} about {items_needed(sd):,}" for t, (sd, _) in spread.items())
+    return (f"Positive control: training on real human preference pairs ({', '.join(controls)}) moved no benchmark "
+            "beyond its interval. "
+            + (f"With these items a change of about this size would have shown (80% power): {seen}; the control "
+               "changed less, so at this model size and budget \"no detectable difference\" means a change smaller "
+               "than that, not none. " if seen else "")
+            + (f"Items a {DETECT} change would need: {need}." if need else "")).strip()
+
+
+def smallest_detectable(spread: float, n: int) -> float:
+    """The accuracy change a two-sided 5% paired test detects with 80% power on `n` items, given the per-item
+    differences' standard deviation (never below the spread the change itself implies, as in items_needed)."""
+    z = _Z_TEST + _Z_POWER
+    floor = z * z / (n + z * z)  # solves n = z² (Δ − Δ²) / Δ²
+    return max(z * spread / math.sqrt(n), floor)
 
 
 def verdict_lines(warehouse: Warehouse) -> list[str]:
@@ -137,4 +150,5 @@ def verdict_lines(warehouse: Warehouse) -> list[str]:
     return lines + ([reading] if reading else [])
 
 
-__all__ = ["Difference", "control_reading", "differences", "items_needed", "sentence", "verdict_lines"]
+__all__ = ["Difference", "control_reading", "differences", "items_needed", "sentence", "smallest_detectable",
+           "verdict_lines"]
