@@ -64,10 +64,10 @@ def test_under_a_budget_the_reference_pass_covers_only_the_groups_it_reaches(tmp
 
 
 def test_budget_groups_walk_the_loop_s_batches():
+    from transformers import AutoTokenizer
+
     from alignment_pipeline.training.data import budget_groups, make_batches, tokenize_groups
     from alignment_pipeline.training.trainer import resolve_base_model
-
-    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(resolve_base_model("tiny:tiny-64", HomeLayout()))
     tokenized = tokenize_groups(tok, letter_groups(7, seed=3), max_length=64, min_prompt_tokens=4)
