@@ -58,7 +58,7 @@ MEASUREMENTS = {
     "alignment-pipeline bench sandbox --backend openai --base-url http://127.0.0.1:8000/v1 --concurrency 4": (
         "tests/test_sandbox_bench.py", "--backend"),
     "alignment-pipeline bench warehouse": ("tests/test_samples_bench.py", "bench_warehouse"),
-    # Two hours on 2 cores: the same demo path as the smoke demo, on the study profile's settings.
+    # Hours on 2 cores: the same demo path as the smoke demo, on the study profile's settings.
     "alignment-pipeline --profile study demo": ("tests/test_readme_commands.py",
                                                 "test_the_smoke_demo_trains_and_benchmarks_everything"),
     "alignment-pipeline bench trainer --compare trl": ("tests/test_bench_gpu.py", "trainer_vs_trl"),
