@@ -157,6 +157,14 @@ def stage_run(home: HomeLayout, run_name: str, *, run_id: str | None = None, par
                      nested=nested, parent_run_id=parent_run_id)
 
 
+def evaluation_run(home: HomeLayout, run_name: str, *, tags: Mapping[str, object],
+                   params: Mapping[str, object]) -> str:
+    """A finished run of its own for a model that has no training run (the base model), so its benchmark metrics
+    sit in MLflow beside the checkpoints'; returns its id."""
+    with start_run(home, run_name, tags={str(k): str(v) for k, v in tags.items()}, params=params) as run:
+        return run.info.run_id
+
+
 def log_metrics(metrics: Mapping[str, float], *, step: int | None = None) -> None:
     """On the active run."""
     import mlflow

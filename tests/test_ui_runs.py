@@ -227,6 +227,14 @@ def test_mlflow_ui_lists_one_run_per_checkpoint_with_its_own_settings(smoke_demo
             tags = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
             assert all(re.fullmatch(r"n=\d+, (real|proxy|fixture)", tags.get(k, "")) for k in measured), (kind, tags)
 
+        # the base model's evaluation has a run of its own, with its benchmark values
+        (base_run,) = _mlflow(port, "runs/search", {
+            "experiment_ids": [e["experiment_id"] for e in experiments],
+            "filter": "tags.checkpoint_kind = 'base'", "max_results": 10})["runs"]
+        base_logged = {m["key"] for m in base_run["data"].get("metrics", []) if m["key"].startswith("bench/")}
+        assert base_logged == {f"bench/{r['task']}/{r['metric']}" for r in
+                               benchmarks.filter(benchmarks["checkpoint"] == "base").iter_rows(named=True)}
+
         # the registry: every checkpoint and the reward model, described, tagged without the home's paths
         run_ids = {r["info"]["run_name"]: r["info"]["run_id"] for r in listed}
         registered = {m["name"]: m for m in

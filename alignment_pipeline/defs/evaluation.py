@@ -54,7 +54,13 @@ def benchmark_tables(context: dg.AssetExecutionContext, pipeline: PipelineResour
                                            pipeline.warehouse())
     run_id = None
     if checkpoint == "base":
+        from alignment_pipeline import tracking
+
         model_path = resolve_model_path(config.training.base_model, home.models)
+        # The base model has no training run: its evaluation gets a run of its own, listed beside the checkpoints.
+        run_id = tracking.evaluation_run(home, "base", tags={"checkpoint_kind": "base", "dagster_run_id": context.run_id},
+                                         params={"base_model": tracking.model_reference(config.training.base_model,
+                                                                                         home)})
     else:
         row = checkpoint_row(warehouse, checkpoint)
         note = not_trained_note(row)
