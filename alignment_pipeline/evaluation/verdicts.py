@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 from alignment_pipeline.evaluation.results import BINARY_METRICS
+from alignment_pipeline.evaluation.stats import Z95
 from alignment_pipeline.warehouse.db import Warehouse
 
 # The headline metric of each benchmark (as the benchmark_table view reads them) and its name in sentences.
@@ -24,7 +25,7 @@ HEADLINES: dict[str, tuple[str, str]] = {
     "hh": ("score", "HH (judge)"), "hh_a": ("score", "HH-A (judge)"),
 }
 DETECT = 0.05  # the accuracy change the power estimate asks about
-_Z_TEST, _Z_POWER = 1.959963984540054, 0.8416212335729143  # two-sided 5%, 80% power
+_Z_TEST, _Z_POWER = Z95, 0.8416212335729143  # two-sided 5%, 80% power
 
 
 @dataclass(frozen=True)
