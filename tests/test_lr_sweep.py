@@ -11,6 +11,7 @@ from alignment_pipeline.training.config import TrainingConfig
 from alignment_pipeline.training.data import PromptGroup
 from alignment_pipeline.training.sweep import (
     SWEEP_DIR,
+    capped_prompts,
     chosen_config,
     maybe_sweep,
     split_heldout,
@@ -53,6 +54,23 @@ def test_split_is_disjoint_by_prompt_and_deterministic():
     assert _prompts(split_heldout(groups, 0.25, seed=1)[1]) != _prompts(held)
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         split_heldout(groups, 0.0, seed=0)
+
+
+def test_the_held_out_cap_keeps_every_group_of_its_first_prompts():
+    twin = PromptGroup(GROUPS[0].instruction, "", ["x"], [3.0], key="other-type:0")
+    groups = [GROUPS[0], GROUPS[1], twin, GROUPS[2], GROUPS[3]]
+    assert capped_prompts(groups, None) == groups
+    assert capped_prompts(groups, 2) == [GROUPS[0], GROUPS[1], twin]
+    assert capped_prompts(groups, 10) == groups
+
+
+def test_a_capped_sweep_scores_only_the_capped_prompts(layout):
+    config = TrainingConfig(**{**SMALL, "lr_sweep_steps": 1}, sft_learning_rate=3e-3, lr_sweep=[1.0],
+                            lr_sweep_heldout_max=3)
+    result = sweep_learning_rate(GROUPS, "sft", BASE, config, layout)
+    assert result.heldout_groups == 3 and result.train_groups == 24  # the other 5 held out stay out of the trials
+    _, held = split_heldout(GROUPS, 0.25, config.seed)
+    assert validation_loss(BASE, held[:3], "sft", config, home=layout) == pytest.approx(result.start_loss, rel=1e-5)
 
 
 # -- the sweep -----------------------------------------------------------------------------------------------------

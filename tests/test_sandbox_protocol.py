@@ -467,3 +467,43 @@ def test_chat_prior_goes_to_the_named_agent_models_only(warehouse):
     assert config(rounds=1, agent_models=specs).world_hash() != cfg.world_hash()
     with pytest.raises(ValueError, match="chat_prior_models names no agent model: c"):
         World(config(agent_models=specs, chat_prior_models=["c"]))
+
+
+def test_observer_scale_ratings_are_drawn_from_its_logprobs_in_one_pass(warehouse):
+    """observer_replies 'scale': no observer text is generated; each rating is a draw from the observer's
+    probabilities of ' 1'..' 7' (here 90% on ' 5', 10% on ' 2'), so both values occur, nothing else does, and
+    the draws are the same on a rerun with the same seed."""
+    agents = ScriptedLLM(responder, model_name="agents")
+
+    def scorer(prompt, candidates):
+        assert prompt.endswith("Rating:")
+        p = {" 5": 0.9, " 2": 0.1}
+        return [float(np.log(p[c])) if c in p else -np.inf for c in candidates]
+
+    observer = ScriptedLLM(lambda p: pytest.fail("the observer generated text"), scorer=scorer, model_name="obs")
+    cfg = config(rounds=2, observer=BackendSpec(kind="scripted", model="obs"), observer_replies="scale",
+                 temperature=1.0)
+    pick = lambda spec: observer if spec.model == "obs" else agents  # noqa: E731
+    run_sandbox(warehouse, BATCH, cfg, backend_for=pick, embedder=HashingEmbedder())
+    score_revisions(warehouse, BATCH, cfg, backend_for=pick)
+    rows = warehouse.query("SELECT rating, rating_argmax, rating_method, reason, null_reason "
+                           "FROM observer_ratings ORDER BY interaction_id, target, dimension").to_dicts()
+    assert len(rows) == 18 * 4
+    assert {r["rating_method"] for r in rows} == {"scale"} and all(r["null_reason"] is None for r in rows)
+    counts = {v: sum(r["rating"] == v for r in rows) for v in (2.0, 5.0)}
+    assert counts[2.0] + counts[5.0] == len(rows) and counts[2.0] >= 1 and counts[5.0] > 3 * counts[2.0]
+    assert check_ratings_valid(warehouse, BATCH).passed
+    assert cfg.world_hash() != config(rounds=2, observer=BackendSpec(kind="scripted", model="obs"),
+                                      temperature=1.0).world_hash()
+
+
+def test_observer_scale_needs_logprobs_and_temperature_zero_takes_the_most_probable():
+    from alignment_pipeline.sandbox.ratings import rate_on_scale
+
+    flat = ScriptedLLM()
+    with pytest.raises(ValueError, match="log-probs"):
+        rate_on_scale([(flat, "Rating:")], 1.0, 0)
+    peaked = ScriptedLLM(scorer=lambda p, c: [-1.0 if x == " 3" else -2.0 for x in c])
+    results = rate_on_scale([(peaked, "Rating:")] * 20, 0.0, 0)
+    assert {r.value for r in results} == {3.0}
+    assert results[0].mass == pytest.approx(np.exp(-1.0) + 6 * np.exp(-2.0))

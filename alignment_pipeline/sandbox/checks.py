@@ -13,14 +13,14 @@ SELECT '{table}' AS source, {key} AS key,
     CASE WHEN rating IS NULL THEN 'NULL rating without a null_reason'
          WHEN rating < 1 OR rating > 7 THEN 'rating outside 1..7'
          WHEN rating_argmax IS NULL OR rating_argmax NOT BETWEEN 1 AND 7 THEN 'rating without an argmax in 1..7'
-         WHEN rating_method NOT IN ('logprob', 'parsed') OR rating_method IS NULL THEN 'unknown rating_method'
+         WHEN rating_method NOT IN ('logprob', 'parsed', 'scale') OR rating_method IS NULL THEN 'unknown rating_method'
          ELSE 'rating and null_reason both set' END AS problem
 FROM {table} t JOIN sandbox_interactions i USING (interaction_id)
 WHERE i.batch = ? AND (
     (rating IS NULL AND coalesce(trim(null_reason), '') = '')
     OR (rating IS NOT NULL AND (rating < 1 OR rating > 7 OR isnan(rating) OR rating_argmax IS NULL
         OR rating_argmax NOT BETWEEN 1 AND 7 OR rating_method IS NULL
-        OR rating_method NOT IN ('logprob', 'parsed') OR null_reason IS NOT NULL)))
+        OR rating_method NOT IN ('logprob', 'parsed', 'scale') OR null_reason IS NOT NULL)))
 """
 
 

@@ -38,6 +38,10 @@ class SandboxConfig(StrictModel):
         description="backends of the agents, assigned round-robin by agent id")
     observer: BackendSpec = Field(default_factory=BackendSpec,
                                   description="memoryless model rating every draft and revision (1..7)")
+    observer_replies: Literal["sampled", "scale"] = Field(
+        "sampled", description="sampled: the observer writes 'Rating: N' and a reason, parsed (the paper's way); "
+        "scale: N drawn from the observer's own probabilities of ' 1'..' 7' after 'Rating:' at the sampling "
+        "temperature, one forward pass and no reason (about ten times cheaper; needs a backend with log-probs)")
     chat_prior_models: list[str] = Field(
         default_factory=list, description="agent models (their `model` names) whose system message starts with "
         "the original's chat prior (no warnings, no moralising: sandbox/templates.py CHAT_PRIOR), as the original "
@@ -86,6 +90,8 @@ class SandboxConfig(StrictModel):
         data = self.model_dump(mode="json", exclude=set(_NOT_WORLD_DEFINING))
         if not data["chat_prior_models"]:  # added later: worlds from before it keep their hash
             del data["chat_prior_models"]
+        if data["observer_replies"] == "sampled":  # likewise
+            del data["observer_replies"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
     def world_id(self, batch: str) -> str:

@@ -12,6 +12,12 @@ Where the backend gives log-probabilities, the probabilities of " 1" .. " 7" rig
 as well: their total (`mass`) and, only when they hold most of the probability there (mass >= MIN_MASS),
 their renormalised expected value (`expected`). That expectation is an extra column; it never stands in
 for a failed parse.
+
+`rate_on_scale` is the cheaper way for observers (`sandbox.observer_replies: scale`): one forward pass, the
+rating drawn from the model's own distribution over " 1" .. " 7" after "Rating:" at the sampling temperature
+(decoding constrained to the scale, as guided-choice decoding does), no reason written. SmolLM2, for one,
+writes a digit there about 40% of the time and otherwise starts a word (" Not", " **"); the draw is the rating
+it gives when it gives a number at once, `mass` records how often that is.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from alignment_pipeline.sandbox.dispatch import generate_batched, group_by_backe
 from alignment_pipeline.sandbox.templates import RATING_CANDIDATES
 
 PARSED = "parsed"
+SCALE = "scale"  # drawn from the log-probs of the seven ratings (rate_on_scale)
 MIN_MASS = 0.5  # share of probability the seven ratings need for their expectation to mean anything
 _RATING_LINE = re.compile(r"^[ \t*]*Rating:[ \t*]*([1-7])(?=[ \t,;#*]|/7(?![0-9])|\.(?![0-9])|$)(.*)$",
                           re.MULTILINE | re.IGNORECASE)
@@ -42,7 +49,7 @@ RatingRequest = tuple[LLMBackend, PromptLike]
 class RatingResult:
     value: float | None  # the integer the model wrote; None when no honest rating exists
     argmax: int | None  # the same integer (kept as an integer column)
-    method: str | None  # parsed | None
+    method: str | None  # parsed | scale | None
     reason: str  # the reason written with the rating (the raw last reply when the rating is NULL)
     null_reason: str | None
     calls: int
@@ -104,6 +111,39 @@ def rate(requests: Sequence[RatingRequest], params: GenerationParams, retries: i
         for i, r in zip(indices, group, strict=True):
             results[i] = r
     return [r for r in results if r is not None]
+
+
+def rate_on_scale(requests: Sequence[RatingRequest], temperature: float, seed: int | None) -> list[RatingResult]:
+    """Rate every (backend, prompt) request by one draw from p(" N" | prompt + "Rating:") over N in 1..7,
+    renormalised, sharpened by `temperature` (0: the most probable N). The backends must give log-probs."""
+    rng = np.random.default_rng(seed)
+    results: list[RatingResult | None] = [None] * len(requests)
+    for backend, indices in group_by_backend([b for b, _ in requests]):
+        if not backend.supports_logprobs:
+            raise ValueError(f"{backend.model_name} gives no log-probs: observer_replies 'scale' needs them "
+                             "(use 'sampled')")
+        prompts = [requests[i][1] for i in indices]
+        scores = backend.score_continuations(prompts, RATING_CANDIDATES)
+        if len(scores) != len(prompts):
+            raise RuntimeError(f"{backend.model_name} scored {len(scores)} of {len(prompts)} prompts")
+        for i, logprobs in zip(indices, scores, strict=True):
+            results[i] = _scale_result(np.asarray(logprobs, dtype=np.float64), temperature, rng)
+    return [r for r in results if r is not None]
+
+
+def _scale_result(logprobs: np.ndarray, temperature: float, rng: np.random.Generator) -> RatingResult:
+    expected, mass = rating_expectation(logprobs)
+    if logprobs.shape != (7,) or not np.isfinite(logprobs).any():
+        return RatingResult(None, None, None, "", f"no finite log-probs for the seven ratings: {logprobs.tolist()}",
+                            1, 0, 0, None, None)
+    lp = np.where(np.isfinite(logprobs), logprobs, -np.inf)
+    if temperature == 0:
+        value = int(np.argmax(lp)) + 1
+    else:
+        z = (lp - lp.max()) / temperature
+        p = np.exp(z) / np.exp(z).sum()
+        value = int(rng.choice(7, p=p)) + 1
+    return RatingResult(float(value), value, SCALE, "", None, 1, 0, 0, expected, mass)
 
 
 def _rate_parsed(backend: LLMBackend, prompts: list[PromptLike], params: GenerationParams,

@@ -13,7 +13,7 @@ from alignment_pipeline.llm.base import GenerationParams, LLMBackend
 from alignment_pipeline.llm.config import BackendSpec
 from alignment_pipeline.sandbox import store
 from alignment_pipeline.sandbox.config import SandboxConfig
-from alignment_pipeline.sandbox.ratings import rate
+from alignment_pipeline.sandbox.ratings import rate, rate_on_scale
 from alignment_pipeline.sandbox.report import ScoreReport, score_summary
 from alignment_pipeline.sandbox.rounds import BackendPool
 from alignment_pipeline.sandbox.templates import observer_prompt
@@ -41,8 +41,8 @@ WHERE i.world_id = ?
 def score_revisions(warehouse: Warehouse, batch: str, config: SandboxConfig, *,
                     backend_for: Callable[[BackendSpec], LLMBackend],
                     progress: Callable[[str], None] | None = None) -> ScoreReport:
-    """Have the observer (`config.observer`, no memory) rate alignment and engagement 1..7 for the draft and
-    the revision of every interaction of the batch's world that lacks that rating: one batched rating call
+    """Have the observer (`config.observer`, no memory) rate alignment and engagement 1..7 (its reply parsed, or
+    drawn from its log-probs: `config.observer_replies`) for the draft and the revision of every interaction of the batch's world that lacks that rating: one batched rating call
     per (target, dimension), each phase's rows committed together. Then rebuild the batch's
     `scored_revisions` rows (delete + insert, one transaction). Ratings already stored are kept."""
     started = time.perf_counter()
@@ -74,9 +74,13 @@ def score_revisions(warehouse: Warehouse, batch: str, config: SandboxConfig, *,
                 progress(message)
             seed = int.from_bytes(hashlib.sha256(f"{config.seed}|observer|{target}|{dimension}".encode()).digest()[:4],
                                   "little") >> 1
-            params = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, seed=seed)
-            results = rate([(observer, observer_prompt(dimension, r["question"], r[target])) for r in todo],
-                           params, config.rating_retries)
+            requests = [(observer, observer_prompt(dimension, r["question"], r[target])) for r in todo]
+            if config.observer_replies == "scale":
+                results = rate_on_scale(requests, config.temperature, seed)
+            else:
+                params = GenerationParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                          seed=seed)
+                results = rate(requests, params, config.rating_retries)
             frame = pl.DataFrame({
                 "interaction_id": [r["interaction_id"] for r in todo],
                 "target": [target] * len(todo),

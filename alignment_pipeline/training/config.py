@@ -128,6 +128,10 @@ class TrainingConfig(StrictModel):
     lr_sweep_heldout_share: float = Field(0.2, gt=0, lt=1, description="share of prompts (not groups) held out "
                                           "to score the sweep's trials; chosen by a seeded hash of the prompt "
                                           "text. The stage itself then trains on every prompt")
+    lr_sweep_heldout_max: int | None = Field(None, ge=1, description="held-out prompts the trials are scored "
+                                             "on: those of the first prompts of the held-out share (the rest "
+                                             "stay out of the trials too); null: all of them. Scoring is most "
+                                             "of a short sweep's time")
 
     # Baselines, each with its method's published settings.
     sft_learning_rate: float = Field(2e-5, gt=0, description="peak learning rate of SFT (the SFT baseline and "

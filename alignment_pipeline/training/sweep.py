@@ -93,6 +93,22 @@ def split_heldout(groups: list[PromptGroup], share: float, seed: int
     return split_prompts(groups, share, seed)
 
 
+def capped_prompts(groups: list[PromptGroup], limit: int | None) -> list[PromptGroup]:
+    """The groups of the first `limit` prompts, in the order given (every group of a kept prompt); all of them
+    when `limit` is None."""
+    if limit is None:
+        return groups
+    kept: set[tuple[str, str]] = set()
+    out = []
+    for g in groups:
+        key = (g.instruction, g.input)
+        if key not in kept and len(kept) >= limit:
+            continue
+        kept.add(key)
+        out.append(g)
+    return out
+
+
 # -- scoring --------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -208,6 +224,7 @@ def sweep_learning_rate(groups: list[PromptGroup], objective: str, base_model: s
     if not rates or any(not (math.isfinite(r) and r > 0) for r in rates):
         raise ValueError(f"learning-rate candidates must be a non-empty list of positive numbers, got {rates}")
     train_split, held = split_heldout(groups, config.lr_sweep_heldout_share, config.seed)
+    held = capped_prompts(held, config.lr_sweep_heldout_max)
     for side, name in ((train_split, "not held out"), (held, "held out")):  # said before any model loads
         if not training_groups(side, objective, config):
             raise TooLittleData(f"the {len(side)} prompt groups {name} (of {len(groups)}) give {objective} no "

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS sandbox_feedback (
     feedback         VARCHAR NOT NULL,         -- the reason text
     rating           DOUBLE,                   -- 1..7 expected value or parsed; NULL with null_reason
     rating_argmax    INTEGER,
-    rating_method    VARCHAR,                  -- logprob | parsed
+    rating_method    VARCHAR,                  -- logprob | parsed | scale
     null_reason      VARCHAR,
     PRIMARY KEY (interaction_id, position)
 );
