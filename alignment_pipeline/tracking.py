@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -170,6 +171,16 @@ def log_metrics(metrics: Mapping[str, float], *, step: int | None = None) -> Non
     import mlflow
 
     mlflow.log_metrics(dict(metrics), step=step)
+
+
+def add_metrics(home: HomeLayout, run_id: str, metrics: Mapping[str, float]) -> None:
+    """Metrics known only once a run has ended (what its steps reached), added to that run."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    configure(home)
+    stamp = int(time.time() * 1000)
+    mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()])
 
 
 def last_logged_step(run_id: str, key: str) -> int:

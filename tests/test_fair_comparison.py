@@ -9,7 +9,7 @@ import pytest
 from alignment_pipeline.evaluation import hh_data
 from alignment_pipeline.paths import HomeLayout
 from alignment_pipeline.training.config import TrainingConfig
-from alignment_pipeline.training.consumption import consumption
+from alignment_pipeline.training.consumption import consumption, reached
 from alignment_pipeline.training.control import control_groups
 from alignment_pipeline.training.curriculum import stage_budget
 from alignment_pipeline.training.data import PromptGroup
@@ -91,6 +91,27 @@ def test_the_data_table_counts_what_each_objective_draws():
     assert consumption(groups, "dpo", "best_vs_worst")["data/imitation/pairs"] == 1
     assert consumption(groups, "sft")["data/imitation/pairs"] == 0
     assert "data/hh_control/prompts" not in sa  # a type no checkpoint here used is not invented
+
+
+def test_trained_figures_count_only_what_the_steps_reached():
+    from alignment_pipeline.training.objectives import training_groups
+
+    a = PromptGroup("qa", "", ["x", "y", "z"], [5, 3, 1], key="imitation:a")
+    b = PromptGroup("qb", "", ["u", "v"], [6, 2], key="realignment:b")
+    c = PromptGroup("qc", "", ["s", "t"], [4, 2], key="imitation:c")
+    groups = [a, b, c]
+    # the contrastive trainer indexes the groups themselves: a batch log that reached only group 2 (c)
+    sa = reached(groups, groups, [[1, 0, 0, [2]]], "stable_alignment")
+    assert (sa["trained/imitation/prompts"], sa["trained/imitation/responses"], sa["trained/imitation/pairs"]) == \
+        (1, 2, 1)
+    assert sa["trained/realignment/prompts"] == 0
+    # DPO trains on pairs: best_vs_rest gives a two pairs, b one, c one; one of a's pairs reached
+    units = training_groups(groups, "dpo", TrainingConfig())
+    first_of_a = next(i for i, u in enumerate(units) if u.key.startswith("imitation:a:"))
+    dpo = reached(groups, units, [[1, 0, 0, [first_of_a]]], "dpo")
+    assert (dpo["trained/imitation/prompts"], dpo["trained/imitation/responses"], dpo["trained/imitation/pairs"]) \
+        == (1, 2, 1)
+    assert consumption(groups, "dpo")["data/imitation/pairs"] == 3  # what it drew, beside what it reached
 
 
 def test_the_positive_control_never_trains_on_an_evaluated_prompt():

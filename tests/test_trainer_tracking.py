@@ -120,8 +120,13 @@ def test_curriculum_from_the_warehouse(home, tmp_path):
     assert results["dpo"].steps == math.ceil(8 * 2 * 2 / 4)
     assert (home.checkpoints / "dpo" / "reference_logps.pt").exists()
     assert results["dpo"].metrics["reward_accuracy"] >= 0.0
+    # what the steps reached, beside what the objective drew: one epoch reaches every pair
+    dpo_metrics = results["dpo"].metrics
+    assert dpo_metrics["trained/imitation/pairs"] == dpo_metrics["data/imitation/pairs"] == 16
+    assert dpo_metrics["trained/self_critique/prompts"] == 0
     client = mlflow.MlflowClient()
     runs = {kind: client.get_run(r.mlflow_run_id) for kind, r in results.items()}
+    assert runs["dpo"].data.metrics["trained/imitation/pairs"] == 16
     parents = {run.data.tags["mlflow.parentRunId"] for run in runs.values()}
     assert len(parents) == 1
     parent = client.get_run(parents.pop())

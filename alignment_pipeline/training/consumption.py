@@ -1,5 +1,7 @@
 """What a checkpoint consumed, per sample type: prompts, responses and the preference comparisons its objective
-draws from them. Methods are compared on the same samples only where these figures say so."""
+draws from them (`data/...`), and of those what its optimizer steps reached (`trained/...`: under a step budget
+a stage may stop before it has seen every prompt). Methods are compared on the same samples only where these
+figures say so."""
 
 from __future__ import annotations
 
@@ -41,4 +43,29 @@ def consumption(groups: list[PromptGroup], objective: str, dpo_pairs: str = "bes
         out[f"data/{t}/prompts"] = len(mine)
         out[f"data/{t}/responses"] = sum(len(g.responses) for g in mine)
         out[f"data/{t}/pairs"] = sum(comparisons(g, objective, dpo_pairs) for g in mine)
+    return out
+
+
+def reached(groups: list[PromptGroup], units: list[PromptGroup], consumed: list[list], objective: str,
+            dpo_pairs: str = "best_vs_rest") -> dict[str, int]:
+    """`trained/<type>/prompts|responses|pairs`: the part of `consumption(groups, ...)` that the training steps
+    reached. `units` is the list the trainer indexed (objectives.training_groups: DPO's pairs, CoH's chains, or
+    the groups themselves), `consumed` its batch log ([step, epoch, batch, [unit indices]], trainer.py). A group
+    counts as reached when any of its units is; DPO counts the pairs themselves, as it trains on them."""
+    hit = {i for entry in consumed for i in entry[3]}
+    keys = {units[i].key for i in hit}
+    reached_groups = [g for g in groups if g.key in keys or any(k.startswith(f"{g.key}:") for k in keys)]
+    out: dict[str, int] = {}
+    for t in (*SAMPLE_TYPES, CONTROL_TYPE, "other"):
+        mine = [g for g in reached_groups if sample_type(g) == t]
+        if t in (CONTROL_TYPE, "other") and not any(sample_type(g) == t for g in groups):
+            continue
+        out[f"trained/{t}/prompts"] = len(mine)
+        if objective == "dpo":
+            pairs = [units[i] for i in hit if sample_type(units[i]) == t]
+            out[f"trained/{t}/responses"] = len({(p.instruction, p.input, r) for p in pairs for r in p.responses})
+            out[f"trained/{t}/pairs"] = len(pairs)
+        else:
+            out[f"trained/{t}/responses"] = sum(len(g.responses) for g in mine)
+            out[f"trained/{t}/pairs"] = sum(comparisons(g, objective, dpo_pairs) for g in mine)
     return out

@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignment_pipeline.paths import HomeLayout
+from alignment_pipeline.tracking import add_metrics
 from alignment_pipeline.training.config import TrainingConfig
-from alignment_pipeline.training.consumption import consumption
+from alignment_pipeline.training.consumption import consumption, reached
 from alignment_pipeline.training.control import CONTROL_TYPE, control_groups
 from alignment_pipeline.training.data import PromptGroup, load_groups
 from alignment_pipeline.training.distributed import is_main_process
 from alignment_pipeline.training.lineage import checkpoint_row, record_checkpoint
 from alignment_pipeline.training.objectives import best_response_groups, training_groups
 from alignment_pipeline.training.stages import CHECKPOINTS, checkpoint, sample_types
-from alignment_pipeline.training.trainer import TrainRequest, TrainResult, train
+from alignment_pipeline.training.trainer import TrainRequest, TrainResult, consumed_batches, train
 from alignment_pipeline.warehouse.db import Warehouse
 
 log = logging.getLogger(__name__)
@@ -164,9 +165,10 @@ def train_stage(warehouse: Warehouse | None, spec: StageSpec, *, base_model: str
     # Every checkpoint trains its share of the same step budget, and says what data it consumed.
     config = config.model_copy(update={"budget_steps": stage_budget(spec.kind, config)})
     used = consumption(groups, spec.objective, config.dpo_pairs)
+    out = out_dir or home.checkpoints / name
     if spec.online:  # sampled from the policy and scored by the reward model, not the contrastive trainer
         result = online_trainer(spec.objective)(warehouse, groups, base_model=base_model, config=config, home=home,
-                                                out_dir=out_dir or home.checkpoints / name, run_name=name,
+                                                out_dir=out, run_name=name,
                                                 parent_run_id=parent_run_id,
                                                 tags={**(tags or {}), "checkpoint_kind": spec.kind})
     else:
@@ -175,11 +177,17 @@ def train_stage(warehouse: Warehouse | None, spec: StageSpec, *, base_model: str
         # The objective's rate, chosen on held-out prompts when training.lr_sweep asks; the stage then trains on all.
         config, swept, groups = maybe_sweep(groups, spec.objective, base_model, config, home)
         result = train(TrainRequest(groups, objective=spec.objective, base_model=base_model,
-                                    out_dir=out_dir or home.checkpoints / name, config=config, home=home,
+                                    out_dir=out, config=config, home=home,
                                     run_name=name, parent_run_id=parent_run_id,
                                     tags={**(tags or {}), "checkpoint_kind": spec.kind}, resume=resume,
                                     extra_params={**used, **swept}))
         result.metrics.update({k: v for k, v in swept.items() if isinstance(v, (int, float))})
+        if main and result.completed:  # the batch log exists once the stage has finished, on rank 0
+            trained = reached(groups, training_groups(groups, spec.objective, config), consumed_batches(out),
+                              spec.objective, config.dpo_pairs)
+            if result.mlflow_run_id:
+                add_metrics(home, result.mlflow_run_id, trained)
+            used.update(trained)
     result.metrics.update(group_stats(groups))
     result.metrics.update(used)
     if main:
