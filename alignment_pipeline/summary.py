@@ -39,7 +39,7 @@ def sandbox_quality(warehouse: Warehouse, batch: str | None = None) -> dict:
         "SELECT f.interaction_id, f.rating FROM sandbox_feedback f JOIN sandbox_interactions i "
         f"USING (interaction_id) {where}", params)
     observers = warehouse.query(
-        "SELECT o.rating FROM observer_ratings o JOIN sandbox_interactions i USING (interaction_id) "
+        "SELECT o.rating, o.rating_method FROM observer_ratings o JOIN sandbox_interactions i USING (interaction_id) "
         f"{where}", params)
     by_interaction: dict[str, list[float]] = {}
     for iid, rating in feedback.iter_rows():
@@ -62,7 +62,9 @@ def sandbox_quality(warehouse: Warehouse, batch: str | None = None) -> dict:
         "feedback_ratings": feedback.height,
         "feedback_parsed_share": _share(feedback["rating"].count(), feedback.height),
         "observer_ratings": observers.height,
-        "observer_parsed_share": _share(observers["rating"].count(), observers.height),
+        # a rating drawn from log-probs (observer_replies: scale) is a rating, not a parsed reply
+        "observer_parsed_share": _share((observers["rating_method"] == "parsed").sum(), observers.height),
+        "observer_scale_share": _share((observers["rating_method"] == "scale").sum(), observers.height),
         "neighbours_disagree_share": _share(sum(len(set(r)) > 1 for r in comparable), len(comparable)),
         "alignment": paired("alignment"),
         "engagement": paired("engagement"),
@@ -94,7 +96,9 @@ def lineage_summary(warehouse: Warehouse) -> str:
     lines = [
         f"sandbox: {q['interactions']} interactions; clean drafts and revisions {_fmt(q['clean_share'], '.0%')}; "
         f"parsed ratings: neighbours {_fmt(q['feedback_parsed_share'], '.0%')} of {q['feedback_ratings']}, "
-        f"observers {_fmt(q['observer_parsed_share'], '.0%')} of {q['observer_ratings']}; neighbours of an agent "
+        f"observers {_fmt(q['observer_parsed_share'], '.0%')} of {q['observer_ratings']}"
+        + (f" ({q['observer_scale_share']:.0%} drawn from their log-probs)" if q["observer_scale_share"] else "")
+        + "; neighbours of an agent "
         f"disagree in {_fmt(q['neighbours_disagree_share'], '.0%')} of interactions",
         "observers, revision minus draft (paired mean, 95% interval):",
     ]

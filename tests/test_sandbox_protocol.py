@@ -493,6 +493,11 @@ def test_observer_scale_ratings_are_drawn_from_its_logprobs_in_one_pass(warehous
     counts = {v: sum(r["rating"] == v for r in rows) for v in (2.0, 5.0)}
     assert counts[2.0] + counts[5.0] == len(rows) and counts[2.0] >= 1 and counts[5.0] > 3 * counts[2.0]
     assert check_ratings_valid(warehouse, BATCH).passed
+    from alignment_pipeline.summary import lineage_summary, sandbox_quality
+
+    quality = sandbox_quality(warehouse, BATCH)
+    assert quality["observer_parsed_share"] == 0.0 and quality["observer_scale_share"] == 1.0
+    assert "observers 0% of 72 (100% drawn from their log-probs)" in lineage_summary(warehouse)
     assert cfg.world_hash() != config(rounds=2, observer=BackendSpec(kind="scripted", model="obs"),
                                       temperature=1.0).world_hash()
 
