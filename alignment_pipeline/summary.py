@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from alignment_pipeline.evaluation.columns import MEASURED as MEASURED_COLUMNS
 from alignment_pipeline.evaluation.verdicts import verdict_lines
 from alignment_pipeline.sandbox.answers import is_clean
 from alignment_pipeline.warehouse.db import Warehouse
 
-_BENCHMARK_COLUMNS = ("hh", "hh_a", "moral_stories", "ethics", "truthfulqa_mc1", "hh_preference")
+_BENCHMARK_COLUMNS = tuple(c.name for c in MEASURED_COLUMNS)
 
 
 def paired_difference(before: Sequence[float], after: Sequence[float]) -> dict:

@@ -48,7 +48,7 @@ def test_each_checkpoint_gets_a_sentence_against_base_and_sft(warehouse):
     assert "worse on ETHICS (-0.150 [" in stage
     assert "vs sft: better on TruthfulQA MC1" in stage  # SFT equals base here, so the same verdicts
     sft = next(line for line in lines if line.startswith("sft vs base"))
-    assert "no detectable difference on TruthfulQA MC1, ETHICS" in sft and "vs sft" not in sft
+    assert "no detectable difference on ETHICS, TruthfulQA MC1" in sft and "vs sft" not in sft
     assert [line.split(" ")[0] for line in lines[:-1]] == ["stage3_realignment", "sft", "control_sft"]
     # the control moved nothing: the reading says the null results carry no weight, and how many items would
     control = lines[-1]
@@ -84,3 +84,20 @@ def test_items_needed_never_assumes_less_spread_than_the_change_itself():
     # a change of 0.05 flips at least 5% of the items: sd >= sqrt(0.05 - 0.0025)
     assert items_needed(0.0) == items_needed(0.2179) > 140
     assert items_needed(0.3) > items_needed(0.25) > 150
+
+
+def test_the_view_fills_each_column_from_the_task_and_headline_metric_columns_py_names(tmp_path):
+    """evaluation/columns.py and sql/views/benchmark_table.sql name the same (task, metric) per column: every
+    measured column shows its headline metric's value and never another metric of the same task."""
+    from alignment_pipeline.evaluation.columns import MEASURED
+
+    w = Warehouse(tmp_path / "w.duckdb")
+    rows = []
+    for i, c in enumerate(MEASURED):
+        rows.append(MetricRow(c.task, c.metric, 0.1 + i / 100, None, 10, "real", 0.0, 1.0, "wilson"))
+        rows.append(MetricRow(c.task, "other_metric", 0.9, None, 10, "real", 0.0, 1.0, "wilson"))
+    write_results(w, checkpoint="base", kind="base", model_path="/m/base", rows=rows, hh_results=[],
+                  evaluated_at=datetime(2026, 1, 1), tasks=[c.task for c in MEASURED], items=[])
+    table = w.query("SELECT * FROM benchmark_table WHERE source = 'measured'").row(0, named=True)
+    assert {c.name: table[c.name] for c in MEASURED} == {c.name: pytest.approx(0.1 + i / 100)
+                                                         for i, c in enumerate(MEASURED)}

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from alignment_pipeline.checks import Check, CheckOutcome
 from alignment_pipeline.evaluation.config import EvaluationConfig
-from alignment_pipeline.evaluation.report import COLUMNS, PAPER_ONLY, benchmark_frame
+from alignment_pipeline.evaluation.columns import MEASURED as MEASURED_COLUMNS
+from alignment_pipeline.evaluation.report import benchmark_frame
 from alignment_pipeline.warehouse.db import Warehouse
 
 #: (column of the benchmark_table view, title) of the benchmarks measured here
-MEASURED = tuple((column, title) for column, title in COLUMNS if column not in PAPER_ONLY)
+MEASURED = tuple((c.name, c.title) for c in MEASURED_COLUMNS)
 #: values this close are the same number (accuracies and mean scores on the same items)
 SAME = 1e-9
 

@@ -11,17 +11,15 @@ from pathlib import Path
 
 import polars as pl
 
+from alignment_pipeline.evaluation.columns import COLUMNS as BENCHMARK_COLUMNS
 from alignment_pipeline.evaluation.verdicts import verdict_lines
 from alignment_pipeline.warehouse.db import Warehouse
 
 # (column of the benchmark_table view, heading in the paper's table)
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("hh", "HH"), ("hh_a", "HH-A"), ("moral_stories", "Moral Stories"), ("mic", "MIC"), ("ethics", "ETHICS"),
-    ("truthfulqa_mc1", "TruthfulQA MC1"), ("hh_preference", "HH preference"),
-)
+COLUMNS: tuple[tuple[str, str], ...] = tuple((c.name, c.title) for c in BENCHMARK_COLUMNS)
 MEASURED_ONLY = ("hh_preference",)  # the paper has no such column
-PAPER_ONLY = ("mic",)  # the paper's MIC; never measured here
-JUDGE_COLUMNS = ("hh", "hh_a")  # 1..10; the rest are accuracies in 0..1
+PAPER_ONLY = tuple(c.name for c in BENCHMARK_COLUMNS if c.task is None)  # the paper's MIC; never measured here
+JUDGE_COLUMNS = tuple(c.name for c in BENCHMARK_COLUMNS if c.judge)  # 1..10; the rest are accuracies in 0..1
 CHART_WIDTH_PX, CHART_DPI = 1100, 110
 
 _ORDERED = """

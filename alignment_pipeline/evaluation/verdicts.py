@@ -14,16 +14,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from alignment_pipeline.evaluation.columns import BY_TASK
 from alignment_pipeline.evaluation.results import BINARY_METRICS
 from alignment_pipeline.evaluation.stats import Z95
 from alignment_pipeline.warehouse.db import Warehouse
 
-# The headline metric of each benchmark (as the benchmark_table view reads them) and its name in sentences.
+# The headline metric of each measured benchmark, by task, and its name in sentences.
 HEADLINES: dict[str, tuple[str, str]] = {
-    "truthfulqa_mc1": ("acc", "TruthfulQA MC1"), "ethics_cm": ("acc", "ETHICS"),
-    "moral_stories": ("acc", "Moral Stories"), "hh_preference": ("acc_norm", "HH preference"),
-    "hh": ("score", "HH (judge)"), "hh_a": ("score", "HH-A (judge)"),
-}
+    task: (c.metric or "", f"{c.title} (judge)" if c.judge else c.title) for task, c in BY_TASK.items()}
 DETECT = 0.05  # the accuracy change the power estimate asks about
 _Z_TEST, _Z_POWER = Z95, 0.8416212335729143  # two-sided 5%, 80% power
 
