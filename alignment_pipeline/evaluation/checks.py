@@ -5,8 +5,8 @@ None of them fails: the numbers stay in the table, flagged."""
 from __future__ import annotations
 
 from alignment_pipeline.checks import Check, CheckOutcome
-from alignment_pipeline.evaluation.config import EvaluationConfig
 from alignment_pipeline.evaluation.columns import MEASURED as MEASURED_COLUMNS
+from alignment_pipeline.evaluation.config import EvaluationConfig
 from alignment_pipeline.evaluation.report import benchmark_frame
 from alignment_pipeline.warehouse.db import Warehouse
 
