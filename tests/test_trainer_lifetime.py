@@ -46,17 +46,22 @@ PARENT = textwrap.dedent("""
     print(child.pid, flush=True)
     time.sleep(60)
 """)
-SLEEPER = "import time\ntime.sleep(60)\n"
+# It marks that it runs, so the guard (which runs first) has acted: a fixed wait lost that race on a busy machine.
+SLEEPER = "import os, pathlib, time\npathlib.Path(os.environ['SLEEPER_MARK']).touch()\ntime.sleep(60)\n"
 
 
 def test_a_guarded_child_dies_when_its_parent_is_killed(tmp_path):
     (tmp_path / "child_sleeper.py").write_text(SLEEPER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    mark = tmp_path / "started"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]), "SLEEPER_MARK": str(mark)}
     parent = subprocess.Popen([sys.executable, "-c", PARENT, GUARD], stdout=subprocess.PIPE, text=True, env=env)
     child_pid = None
     try:
         child_pid = int(parent.stdout.readline())
-        time.sleep(1.0)  # the guard has run and the sleeper is sleeping
+        deadline = time.monotonic() + 60
+        while not mark.exists() and time.monotonic() < deadline:  # the guard has run, the sleeper sleeps
+            time.sleep(0.05)
+        assert mark.exists(), "the guarded child never started its module"
         assert _alive(child_pid)
         parent.send_signal(signal.SIGKILL)  # as `kill -9` of the demo
         parent.wait(timeout=10)
