@@ -126,3 +126,20 @@ def test_training_refuses_a_folder_another_trainer_holds(tmp_path, home):
     finally:
         holder.kill()
         holder.wait(timeout=10)
+
+
+def test_the_guard_undoes_a_blocked_or_ignored_signal_it_inherited():
+    """A trainer started from a thread that blocks SIGTERM, or from a shell that ignores it, inherits that through
+    exec; the guard clears both, so the kernel's signal still ends it."""
+    code = ("import signal, sys\n"
+            "from alignment_pipeline.training.guard import die_with_parent\n"
+            "die_with_parent()\n"
+            "blocked = signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, set())\n"
+            "print(blocked, signal.getsignal(signal.SIGTERM) == signal.SIG_IGN)\n")
+    pre = ("import signal, subprocess, sys\n"
+           "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+           "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})\n"
+           f"sys.exit(subprocess.run([sys.executable, '-c', {code!r}]).returncode)\n")
+    out = subprocess.run([sys.executable, "-c", pre], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]

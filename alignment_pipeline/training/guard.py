@@ -27,6 +27,15 @@ def die_with_parent(sig: int = signal.SIGTERM, *, poll_s: float = 1.0) -> str:
     ran), the signal is sent now. Returns how: "pdeathsig" or "watchdog"."""
     parent = os.getppid()
     how = "watchdog"
+    # A blocked or ignored signal is inherited through exec from whoever started us (a thread that blocks
+    # signals, a shell's SIG_IGN): it would make the kernel's signal a no-op.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+    try:
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
+    except ValueError:
+        pass  # not the main thread: only its disposition could be ignored, and it cannot be changed from here
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
