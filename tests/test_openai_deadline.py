@@ -86,11 +86,14 @@ def test_retries_are_bounded_in_total_time():
         backend = OpenAIBackend("m", base_url=server.url, timeout_s=0.5, max_retries=1000, backoff_base_s=0.05,
                                 backoff_max_s=0.1, retry_budget_s=0.6)
         started = time.monotonic()
-        with pytest.raises(LLMRequestError, match=r"HTTP 503.*in 0\.6s"):
+        with pytest.raises(LLMRequestError, match=r"in 0\.6s\)") as caught:
             backend.generate(["a"], PARAMS)
         elapsed = time.monotonic() - started
     assert elapsed < 1.5
     assert 2 <= server.attempts["a"] < 20
+    # The last attempt gets only what is left of the budget: on a busy machine it can run out before the 503
+    # arrives, and the error then names that timeout instead.
+    assert "HTTP 503" in str(caught.value) or "timeout: no complete reply" in str(caught.value)
 
 
 def test_the_default_budget_bounds_every_attempt_and_backoff():
