@@ -47,7 +47,7 @@ RatingRequest = tuple[LLMBackend, PromptLike]
 
 @dataclass(frozen=True)
 class RatingResult:
-    value: float | None  # the integer the model wrote (scale: drew); None when no honest rating exists
+    value: float | None  # the integer written (scale: drawn from the log-probs); None when no honest rating exists
     argmax: int | None  # the same integer (kept as an integer column)
     method: str | None  # parsed | scale | None
     reason: str  # the reason written with the rating (the raw last reply when the rating is NULL)
