@@ -17,6 +17,7 @@ from alignment_pipeline.training.reward_model import (
     length_bias,
     record_reward_model,
     reward_model_row,
+    scored_sample,
     split_prompts,
     tokenize_pairs,
     train_reward_model,
@@ -64,6 +65,13 @@ def test_hold_out_is_by_prompt_and_deterministic():
         split_prompts(groups, 1.0, seed=0)
 
 
+def test_train_accuracy_sample_is_seeded_and_capped():
+    assert scored_sample(5, None, seed=0) == scored_sample(5, 9, seed=0) == [0, 1, 2, 3, 4]
+    picked = scored_sample(100, 10, seed=0)
+    assert len(set(picked)) == 10 and picked == sorted(picked) and picked == scored_sample(100, 10, seed=0)
+    assert picked != scored_sample(100, 10, seed=1)
+
+
 def test_length_balancing_report_on_a_biased_set():
     from transformers import ByT5Tokenizer
 
@@ -92,7 +100,7 @@ def test_reward_model_learns_the_preferred_response_on_held_out_prompts(tmp_path
     groups = _vowel_pairs(96, seed=1)
     config = TrainingConfig(base_model="tiny:tiny-64", max_length=96, seed=0, warmup_ratio=0.0,
                             reward_model=RewardModelConfig(heldout_share=0.25, learning_rate=3e-3, epochs=3,
-                                                           per_device_batch=8))
+                                                           per_device_batch=8, train_accuracy_pairs=20))
     result = train_reward_model(groups, config=config, home=home)
     m = result.metrics
     print(f"\nreward model: {result.steps} steps, held-out accuracy {m['heldout_accuracy']:.3f} "
@@ -101,6 +109,7 @@ def test_reward_model_learns_the_preferred_response_on_held_out_prompts(tmp_path
     assert m["model_heldout_pairs"] == 24 and m["data_pairs"] == 72
     assert result.steps == 3 * -(-m["balanced_pairs"] // 8)
     assert m["heldout_accuracy"] >= 0.8  # chance is 0.5
+    assert m["train_accuracy_pairs"] == m["model_train_pairs"] == 20  # the capped sample, held-out left whole
     assert (result.path / "config.json").is_file()
 
     scorer = RewardScorer(result.path, device="cpu")

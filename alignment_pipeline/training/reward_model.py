@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import random
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -125,6 +126,13 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
     if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
         return None
     return float(np.corrcoef(x, y)[0, 1])
+
+
+def scored_sample(n: int, cap: int | None, seed: int) -> list[int]:
+    """Indices of the training pairs scored for train accuracy: all `n`, or a seeded sample of `cap` in order."""
+    if cap is None or cap >= n:
+        return list(range(n))
+    return sorted(random.Random(seed).sample(range(n), cap))
 
 
 def balance(pairs: PairTokens, *, enabled: bool, bucket_width: int, seed: int) -> PairTokens:
@@ -284,9 +292,12 @@ def train_reward_model(groups: Sequence[PromptGroup], *, config: TrainingConfig,
         train_loss = tracking.log_trainer_history(trainer.state.log_history)
         model = trainer.model
         pad = tokenizer.pad_token_id
-        train_c, train_r = score_ids(model, kept.chosen_ids, pad), score_ids(model, kept.rejected_ids, pad)
+        scored = kept.subset(scored_sample(len(kept), rm.train_accuracy_pairs, config.seed))
+        train_c, train_r = score_ids(model, scored.chosen_ids, pad), score_ids(model, scored.rejected_ids, pad)
         metrics["train_accuracy"] = pair_accuracy(train_c, train_r)
-        metrics.update(_prefixed("model_train", length_bias(kept.chosen_len, kept.rejected_len, train_c, train_r)))
+        metrics["train_accuracy_pairs"] = len(scored)
+        metrics.update(_prefixed("model_train", length_bias(scored.chosen_len, scored.rejected_len, train_c,
+                                                            train_r)))
         if len(held):
             held_c, held_r = score_ids(model, held.chosen_ids, pad), score_ids(model, held.rejected_ids, pad)
             metrics["heldout_accuracy"] = pair_accuracy(held_c, held_r)
