@@ -112,10 +112,6 @@ class TrainingConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient norm clipped to")
     max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps; null: epochs decide")
-    # Scoring every training pair after training costs a forward pass per response; a seeded sample measures the
-    # fit as well where time is short.
-    train_accuracy_pairs: int | None = Field(None, ge=1, description="training pairs (a seeded sample) scored for "
-                                             "train accuracy after training; null: all of them")
     # Equal budgets: methods are compared at the same number of optimizer steps of the same number of prompts,
     # not at whatever their data sizes and epochs give.
     budget_steps: int | None = Field(None, ge=1, description="optimizer steps every checkpoint trains, exactly: "
