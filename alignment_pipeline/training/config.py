@@ -23,8 +23,8 @@ class RewardModelConfig(StrictModel):
     epochs: int = Field(1, ge=1, description="passes over the pairs; InstructGPT's reward model overfits after one")
     per_device_batch: int = Field(8, ge=1, description="preference pairs per micro-batch")
     max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps; null: epochs decide")
-    # Scoring every training pair after training costs a forward pass per response; a seeded sample measures the
-    # fit as well where time is short.
+    # Scoring every training pair after training costs a forward pass per response; a seeded sample estimates the
+    # fit for less where time is short.
     train_accuracy_pairs: int | None = Field(None, ge=1, description="training pairs (a seeded sample) scored for "
                                              "train accuracy after training; null: all of them")
     center_coef: float = Field(0.01, ge=0, description="weight of mean((r_chosen + r_rejected)²) added to the "

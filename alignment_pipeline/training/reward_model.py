@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import math
-import random
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -129,10 +128,11 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
 
 
 def scored_sample(n: int, cap: int | None, seed: int) -> list[int]:
-    """Indices of the training pairs scored for train accuracy: all `n`, or a seeded sample of `cap` in order."""
-    if cap is None or cap >= n:
-        return list(range(n))
-    return sorted(random.Random(seed).sample(range(n), cap))
+    """Indices of the training pairs scored for train accuracy: all `n`, or a seeded sample of `cap` in order (drawn
+    the way benchmark items are)."""
+    from alignment_pipeline.evaluation.data import sample_ids
+
+    return sample_ids("reward_model_train_accuracy", list(range(n)), cap, seed)
 
 
 def balance(pairs: PairTokens, *, enabled: bool, bucket_width: int, seed: int) -> PairTokens:
